@@ -94,10 +94,21 @@ func errorf(input, format string, args ...any) error {
 	return &ParseError{Input: input, Reason: fmt.Sprintf(format, args...)}
 }
 
-// Parse recognises an Amazon ECR registry host in s, which may be a bare host,
-// host:port, an http(s) URL (with or without a /v2/ path) or a full image
-// reference with repository, tag and digest. The result's Name is safe to use
-// as a single directory name: Parse accepts only lower-case ASCII DNS labels.
+// Parse recognises an Amazon ECR registry host in s. Host forms:
+//
+//	<account>.dkr.ecr[-fips].<region>.<suffix>   suffix by partition: amazonaws.com
+//	                                             (aws, aws-us-gov), amazonaws.com.cn,
+//	                                             c2s.ic.gov, sc2s.sgov.gov, cloud.adc-e.uk,
+//	                                             csp.hci.ic.gov, amazonaws.eu
+//	<account>.dkr-ecr[-fips].<region>.on.aws     dual-stack (aws, aws-us-gov)
+//	<account>.dkr-ecr[-fips].<region>.on.amazonwebservices.com.cn   dual-stack (aws-cn)
+//	public.ecr.aws, ecr-public.aws.com           ECR Public (the latter dual-stack)
+//
+// s may be the bare host, host:443, an http(s) URL (with or without a /v2/
+// path) or a full image reference with repository, tag and digest, in any
+// case. The partition follows from the region and must agree with the suffix.
+// The result's Name is safe to use as a single directory name: Parse accepts
+// only lower-case ASCII DNS labels. Errors are *ParseError.
 func Parse(s string) (Host, error) {
 	if s == "" {
 		return Host{}, errorf(s, "empty registry host (%s)", expected)
@@ -141,6 +152,10 @@ func Parse(s string) (Host, error) {
 		return Host{}, errorf(s, "no registry host (%s)", expected)
 	}
 
+	if strings.Contains(hostport, "@") {
+		// user:pass@host would otherwise read as a port; ECR needs no userinfo.
+		return Host{}, errorf(s, "'@' is not allowed in a registry host (no user:password@ and no digest without a repository)")
+	}
 	host := hostport
 	if i := strings.LastIndexByte(hostport, ':'); i >= 0 {
 		host = hostport[:i]
@@ -149,11 +164,11 @@ func Parse(s string) (Host, error) {
 			return Host{}, errorf(s, "empty port after ':'")
 		}
 		n, err := strconv.Atoi(port)
-		if err != nil || n <= 0 {
+		if err != nil || n <= 0 || n > 65535 {
 			if !hasPath {
-				return Host{}, errorf(s, "port %q is not a number (a tag needs a repository: <host>/<repository>:<tag>)", port)
+				return Host{}, errorf(s, "port %q is not a port number (a tag needs a repository: <host>/<repository>:<tag>)", port)
 			}
-			return Host{}, errorf(s, "port %q is not a number", port)
+			return Host{}, errorf(s, "port %q is not a port number", port)
 		}
 		if n != 443 {
 			return Host{}, errorf(s, "port %d: Amazon ECR registries serve HTTPS on port 443 only; drop the port", n)
