@@ -37,14 +37,14 @@ func (e *APIError) faultType() string {
 
 // defaultStatus holds the HTTP status AWS uses for well-known codes.
 var defaultStatus = map[string]int{
-	"AccessDenied":                        http.StatusForbidden,
-	"AccessDeniedException":               http.StatusBadRequest,
-	"IDPRejectedClaim":                    http.StatusForbidden,
-	"InternalFailure":                     http.StatusInternalServerError,
-	"InternalError":                       http.StatusInternalServerError,
-	"ServerException":                     http.StatusInternalServerError,
-	"ServiceUnavailable":                  http.StatusServiceUnavailable,
-	"ServiceUnavailableException":         http.StatusServiceUnavailable,
+	"AccessDenied":                http.StatusForbidden,
+	"AccessDeniedException":       http.StatusBadRequest,
+	"IDPRejectedClaim":            http.StatusForbidden,
+	"InternalFailure":             http.StatusInternalServerError,
+	"InternalError":               http.StatusInternalServerError,
+	"ServerException":             http.StatusInternalServerError,
+	"ServiceUnavailable":          http.StatusServiceUnavailable,
+	"ServiceUnavailableException": http.StatusServiceUnavailable,
 }
 
 // DefaultStatus returns the HTTP status AWS uses for an error code: 403 for AccessDenied and
