@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ecr-node-auth/ecr-node-auth/daemon/api"
+	"github.com/ecr-node-auth/ecr-node-auth/daemon/config"
+)
+
+func statusCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg := fs.String("config", config.DefaultPath, "config file (used to find the socket)")
+	sock := fs.String("socket", "", "daemon socket (default $"+api.EnvSocket+", else the config's socket, else "+config.DefaultSocket+")")
+	out := fs.String("o", "table", "output format: table or json")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: ecr-node-auth status [--config PATH] [--socket PATH] [-o table|json]")
+		fs.PrintDefaults()
+	}
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	if *out != "table" && *out != "json" {
+		fmt.Fprintf(stderr, "ecr-node-auth status: -o %q: use table or json\n", *out)
+		fs.Usage()
+		return 2
+	}
+	path, _ := api.ResolveSocket(*sock, *cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := api.NewClient(path).Status(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "ecr-node-auth: %v\n", err)
+		return 1
+	}
+	if *out == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(st); err != nil {
+			fmt.Fprintf(stderr, "ecr-node-auth: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+	printTable(stdout, st, time.Now())
+	return 0
+}
+
+// printTable writes the human view of a status answer.
+func printTable(w io.Writer, st api.Status, now time.Time) {
+	fmt.Fprintf(w, "ecr-node-auth %s: %s\n", st.Version, orDash(st.State))
+	if len(st.Registries) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "REGISTRY\tEXPIRES IN\tLAST REFRESH\tNEXT REFRESH\tERROR")
+		for _, r := range st.Registries {
+			errText := r.LastError
+			if r.ErrorClass != "" {
+				errText = r.ErrorClass + ": " + errText
+			}
+			if strings.HasPrefix(r.FileState, "error") || r.FileState == "unmanaged" {
+				errText = strings.TrimPrefix(strings.TrimSpace(errText+"; hosts.toml "+r.FileState), "; ")
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Host, until(r.ExpiresAt, now), ago(r.LastRefresh, now), until(r.NextRefresh, now), orDash(oneLine(errText)))
+		}
+		tw.Flush()
+	}
+	fmt.Fprintln(w, st.Identity.Summary())
+	for _, n := range st.Notes {
+		fmt.Fprintln(w, "note: "+n)
+	}
+}
+
+func until(t, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := t.Sub(now)
+	if d < 0 {
+		return "expired " + short(-d) + " ago"
+	}
+	return short(d)
+}
+
+func ago(t, now time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return short(now.Sub(t)) + " ago"
+}
+
+// short renders a duration to the second, dropping zero units ("5h2m").
+func short(d time.Duration) string {
+	d = d.Round(time.Second)
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+func oneLine(s string) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) > 120 {
+		s = s[:117] + "..."
+	}
+	return s
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

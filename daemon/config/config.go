@@ -1,0 +1,198 @@
+// Package config reads and validates /etc/ecr-node-auth/config.yaml.
+//
+// The file is strict: an unknown key, a value of the wrong type or an invalid
+// registry is an error that names the key and its line, so a typo never
+// silently turns into a default.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/ecr-node-auth/ecr-node-auth/tokens/ecrhost"
+)
+
+// DefaultPath is where `run` and the clients look for the config file.
+const DefaultPath = "/etc/ecr-node-auth/config.yaml"
+
+// Defaults, as design.md states them.
+const (
+	DefaultTokenFile  = "/var/run/secrets/ecr-node-auth/token"
+	DefaultAudience   = "sts.amazonaws.com"
+	DefaultCertsDir   = "/etc/containerd/certs.d"
+	DefaultConfigFile = "/etc/containerd/config.toml"
+	DefaultSocket     = "/run/ecr-node-auth/auth.sock"
+	DefaultLogLevel   = "info"
+	DefaultLogFormat  = "auto"
+)
+
+// Config is a parsed, validated config file.
+type Config struct {
+	// Path is the file the config was read from ("" for built-in defaults).
+	Path       string
+	AWSECR     AWSECR
+	Registries []Registry
+	Identity   Identity
+	Containerd Containerd
+	Socket     string
+	Log        Log
+
+	// STSRegion is the region for STS: awsECR.region, else AWS_REGION, else
+	// the first registry's region; "" if none of them is set.
+	STSRegion string
+	// STSRegionFrom says where STSRegion came from, for the start log.
+	STSRegionFrom string
+}
+
+// AWSECR is the awsECR section (the shape of the cluster add-on manifest).
+type AWSECR struct {
+	// RoleARN is the IAM role assumed with the projected token; "" means the
+	// default AWS credential chain.
+	RoleARN string
+	// Region is the STS region as written in the file ("" if not set).
+	Region string
+}
+
+// RolePartition is the partition named by RoleARN ("" without a role).
+func (a AWSECR) RolePartition() string {
+	if m := roleARNRe.FindStringSubmatch(a.RoleARN); m != nil {
+		return m[1]
+	}
+	return ""
+}
+
+// Registry is one configured ECR registry.
+type Registry struct {
+	Host ecrhost.Host
+	// Endpoint is where containerd really connects ("" = the host itself).
+	Endpoint string
+	// CA is an optional CA bundle for Endpoint.
+	CA string
+	// Line is the registry's line in the config file.
+	Line int
+}
+
+// Identity is the projected service-account token.
+type Identity struct {
+	TokenFile string
+	Audience  string
+}
+
+// Containerd says where containerd reads its registry configuration.
+type Containerd struct {
+	CertsDir   string
+	ConfigFile string
+}
+
+// Log selects the log level and format.
+type Log struct {
+	Level  string // debug, info, warn, error
+	Format string // auto, json, console, journal
+}
+
+// Default returns the config used when every key is left out.
+func Default() *Config {
+	return &Config{
+		Identity:   Identity{TokenFile: DefaultTokenFile, Audience: DefaultAudience},
+		Containerd: Containerd{CertsDir: DefaultCertsDir, ConfigFile: DefaultConfigFile},
+		Socket:     DefaultSocket,
+		Log:        Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
+	}
+}
+
+// ErrNotFound is wrapped by Load's error when the file does not exist.
+var ErrNotFound = errors.New("config file not found")
+
+// Load reads and validates the config file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("config file %s not found; create it (see packaging default) or pass --config: %w", path, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	c, err := Parse(path, data)
+	if err != nil {
+		return nil, err
+	}
+	c.Path = path
+	return c, nil
+}
+
+// Parse validates data; name prefixes every error ("name:line: …"). The
+// AWS_REGION environment variable takes part in choosing STSRegion.
+func Parse(name string, data []byte) (*Config, error) {
+	c := Default()
+	d := &decoder{name: name}
+	d.decode(data, c)
+	if len(d.errs) == 0 {
+		d.resolveRegion(c, os.Getenv("AWS_REGION"))
+	}
+	if len(d.errs) > 0 {
+		return nil, errors.Join(d.errs...)
+	}
+	return c, nil
+}
+
+// roleARNRe is an IAM role ARN: arn:<partition>:iam::<account>:role/<path/name>.
+var roleARNRe = regexp.MustCompile(`^arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):iam::([0-9]{12}):role/([\w+=,.@/-]{1,512})$`)
+
+var regionRe = regexp.MustCompile(`^[a-z]{2,4}(-[a-z]+)+-[0-9]+$`)
+
+func checkRoleARN(arn string) error {
+	if roleARNRe.MatchString(arn) && !strings.HasSuffix(arn, "/") {
+		return nil
+	}
+	switch {
+	case !strings.HasPrefix(arn, "arn:"):
+		return fmt.Errorf("%q is not an ARN; expected arn:aws:iam::<12-digit account>:role/<name>", arn)
+	case !strings.Contains(arn, ":iam::"):
+		return fmt.Errorf("%q is not an IAM ARN; expected arn:aws:iam::<12-digit account>:role/<name>", arn)
+	case !strings.Contains(arn, ":role/"):
+		return fmt.Errorf("%q is not an IAM role ARN (a user or policy cannot be assumed); expected arn:aws:iam::<12-digit account>:role/<name>", arn)
+	}
+	return fmt.Errorf("%q is not a valid IAM role ARN; expected arn:<partition>:iam::<12-digit account>:role/<name> with a known partition (aws, aws-cn, aws-us-gov, …)", arn)
+}
+
+func checkAbs(p string) error {
+	if !filepath.IsAbs(p) {
+		return fmt.Errorf("%q must be an absolute path", p)
+	}
+	return nil
+}
+
+func checkCA(p string) error {
+	if err := checkAbs(p); err != nil {
+		return err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return fmt.Errorf("CA file %s cannot be read: %w", p, errors.Unwrap(err))
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("CA file %s: %w", p, err)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("CA file %s is not a regular file", p)
+	}
+	return nil
+}
+
+func (d *decoder) resolveRegion(c *Config, envRegion string) {
+	switch {
+	case c.AWSECR.Region != "":
+		c.STSRegion, c.STSRegionFrom = c.AWSECR.Region, "awsECR.region"
+	case envRegion != "":
+		c.STSRegion, c.STSRegionFrom = envRegion, "AWS_REGION"
+	case len(c.Registries) > 0:
+		c.STSRegion, c.STSRegionFrom = c.Registries[0].Host.Region, "first registry ("+c.Registries[0].Host.Name+")"
+	}
+}

@@ -1,0 +1,258 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const (
+	useast = "111122223333.dkr.ecr.us-east-1.amazonaws.com"
+	euwest = "444455556666.dkr.ecr.eu-west-1.amazonaws.com"
+	cn     = "111122223333.dkr.ecr.cn-north-1.amazonaws.com.cn"
+)
+
+func TestParseGood(t *testing.T) {
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, []byte("pem"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		yaml  string
+		env   string // AWS_REGION
+		check func(t *testing.T, c *Config)
+	}{
+		{
+			name: "empty file gives every default",
+			yaml: "",
+			check: func(t *testing.T, c *Config) {
+				want := Default()
+				if c.Identity != want.Identity || c.Containerd != want.Containerd || c.Socket != want.Socket || c.Log != want.Log {
+					t.Errorf("defaults: got %+v", c)
+				}
+				if c.Identity.TokenFile != "/var/run/secrets/ecr-node-auth/token" || c.Identity.Audience != "sts.amazonaws.com" ||
+					c.Containerd.CertsDir != "/etc/containerd/certs.d" || c.Containerd.ConfigFile != "/etc/containerd/config.toml" ||
+					c.Socket != "/run/ecr-node-auth/auth.sock" || c.Log.Level != "info" || c.Log.Format != "auto" {
+					t.Errorf("defaults differ from design.md: %+v", c)
+				}
+				if len(c.Registries) != 0 || c.STSRegion != "" {
+					t.Errorf("registries %v region %q", c.Registries, c.STSRegion)
+				}
+			},
+		},
+		{
+			name: "empty registries list is valid",
+			yaml: "registries: []\n",
+			check: func(t *testing.T, c *Config) {
+				if len(c.Registries) != 0 {
+					t.Errorf("got %v", c.Registries)
+				}
+			},
+		},
+		{
+			name: "full example from design.md",
+			yaml: `awsECR:
+  roleArn: arn:aws:iam::999999999999:role/mk8s-ecr-driver
+  region: us-east-1
+registries:
+  - ` + useast + `
+  - host: ` + euwest + `
+    endpoint: https://127.0.0.1:5443
+    ca: ` + ca + `
+identity:
+  tokenFile: /tmp/token
+  audience: my-aud
+containerd:
+  certsDir: /tmp/certs.d
+  configFile: /tmp/config.toml
+socket: /tmp/auth.sock
+log:
+  level: debug
+  format: json
+`,
+			check: func(t *testing.T, c *Config) {
+				if c.AWSECR.RoleARN != "arn:aws:iam::999999999999:role/mk8s-ecr-driver" || c.AWSECR.RolePartition() != "aws" {
+					t.Errorf("awsECR %+v", c.AWSECR)
+				}
+				if len(c.Registries) != 2 || c.Registries[0].Host.Name != useast || c.Registries[0].Line != 5 {
+					t.Fatalf("registries %+v", c.Registries)
+				}
+				r := c.Registries[1]
+				if r.Host.Name != euwest || r.Host.Region != "eu-west-1" || r.Endpoint != "https://127.0.0.1:5443" || r.CA != ca || r.Line != 6 {
+					t.Errorf("registry 1 %+v", r)
+				}
+				if c.Identity.TokenFile != "/tmp/token" || c.Identity.Audience != "my-aud" || c.Containerd.CertsDir != "/tmp/certs.d" ||
+					c.Containerd.ConfigFile != "/tmp/config.toml" || c.Socket != "/tmp/auth.sock" || c.Log.Level != "debug" || c.Log.Format != "json" {
+					t.Errorf("got %+v", c)
+				}
+				if c.STSRegion != "us-east-1" || c.STSRegionFrom != "awsECR.region" {
+					t.Errorf("sts region %q from %q", c.STSRegion, c.STSRegionFrom)
+				}
+			},
+		},
+		{
+			name: "STS region from AWS_REGION before the registry",
+			yaml: "registries: [" + euwest + "]\n",
+			env:  "ap-south-1",
+			check: func(t *testing.T, c *Config) {
+				if c.STSRegion != "ap-south-1" || c.STSRegionFrom != "AWS_REGION" {
+					t.Errorf("got %q from %q", c.STSRegion, c.STSRegionFrom)
+				}
+			},
+		},
+		{
+			name: "STS region from the first registry",
+			yaml: "registries: [" + euwest + ", " + useast + "]\n",
+			check: func(t *testing.T, c *Config) {
+				if c.STSRegion != "eu-west-1" {
+					t.Errorf("got %q", c.STSRegion)
+				}
+			},
+		},
+		{
+			name: "china role with china registry",
+			yaml: "awsECR: {roleArn: 'arn:aws-cn:iam::111122223333:role/path/r'}\nregistries: [" + cn + "]\n",
+			check: func(t *testing.T, c *Config) {
+				if c.AWSECR.RolePartition() != "aws-cn" || c.Registries[0].Host.Partition != "aws-cn" {
+					t.Errorf("got %+v", c)
+				}
+			},
+		},
+		{
+			name: "null sections keep defaults",
+			yaml: "awsECR:\nidentity:\nlog:\n  level:\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Log.Level != "info" || c.Identity.Audience != DefaultAudience {
+					t.Errorf("got %+v", c)
+				}
+			},
+		},
+		{
+			name: ":443 is dropped from the host",
+			yaml: "registries: ['" + useast + ":443']\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Registries[0].Host.Name != useast {
+					t.Errorf("got %q", c.Registries[0].Host.Name)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("AWS_REGION", tt.env)
+			c, err := Parse("config.yaml", []byte(tt.yaml))
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+func TestParseBad(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name string
+		yaml string
+		want []string // every string must be in the error
+	}{
+		{"unknown top key", "socket: /tmp/s\nregsitries: []\n",
+			[]string{`config.yaml:2: unknown key "regsitries" (known: awsECR, containerd, identity, log, registries, socket)`}},
+		{"unknown nested key", "awsECR:\n  roleARN: x\n",
+			[]string{`config.yaml:2: unknown key "awsECR.roleARN" (known: region, roleArn)`}},
+		{"later key", "\n\nmirrors: []\n",
+			[]string{`config.yaml:3: key "mirrors" is not supported by this version`}},
+		{"repeated key", "socket: /a\nsocket: /b\n",
+			[]string{`config.yaml:2: key "socket" is repeated (first at line 1)`}},
+		{"wrong type: number", "identity:\n  audience: 12\n",
+			[]string{`config.yaml:2: identity.audience: expected a string, got the number 12`}},
+		{"wrong type: list for string", "socket: [a]\n",
+			[]string{`config.yaml:1: socket: expected a string, got a list`}},
+		{"wrong type: section is scalar", "log: debug\n",
+			[]string{`config.yaml:1: log: expected a mapping of keys, got the string "debug"`}},
+		{"registries not a list", "registries: " + useast + "\n",
+			[]string{`config.yaml:1: registries: expected a list of registry hosts`}},
+		{"invalid registry", "registries:\n  - " + useast + "\n  - ghcr.io\n",
+			[]string{`config.yaml:3: registries[1]: invalid registry "ghcr.io"`}},
+		{"registry with path", "registries:\n  - " + useast + "/app\n",
+			[]string{`config.yaml:2: registries[0]: "` + useast + `/app": write the registry host only`}},
+		{"registry number", "registries:\n  - 5\n",
+			[]string{`config.yaml:2: registries[0]: expected a registry host or a mapping {host, endpoint, ca}, got the number 5`}},
+		{"duplicate registry", "registries:\n  - " + useast + "\n  - host: " + strings.ToUpper(useast[:12]) + useast[12:] + "\n",
+			[]string{`config.yaml:3: registries[1]: registry ` + useast + ` is listed twice (first at line 2)`}},
+		{"mapping without host", "registries:\n  - endpoint: https://x\n",
+			[]string{`config.yaml:2: registries[0]: missing key "host"`}},
+		{"unknown registry key", "registries:\n  - host: " + useast + "\n    ednpoint: https://x\n",
+			[]string{`config.yaml:3: unknown key "registries[0].ednpoint" (known: ca, endpoint, host)`}},
+		{"http endpoint", "registries:\n  - host: " + useast + "\n    endpoint: http://127.0.0.1:5000\n",
+			[]string{`config.yaml:3: registries[0].endpoint: "http://127.0.0.1:5000" must be an https:// URL`}},
+		{"endpoint with path", "registries:\n  - host: " + useast + "\n    endpoint: https://h/v2/x\n",
+			[]string{`config.yaml:3: registries[0].endpoint: "https://h/v2/x" must be https://host[:port]`}},
+		{"relative ca", "registries:\n  - host: " + useast + "\n    endpoint: https://h\n    ca: ca.pem\n",
+			[]string{`config.yaml:4: registries[0].ca: "ca.pem" must be an absolute path`}},
+		{"missing ca", "registries:\n  - host: " + useast + "\n    endpoint: https://h\n    ca: " + dir + "/nope.pem\n",
+			[]string{`config.yaml:4: registries[0].ca: CA file ` + dir + `/nope.pem cannot be read: no such file or directory`}},
+		{"ca is a directory", "registries:\n  - host: " + useast + "\n    endpoint: https://h\n    ca: " + dir + "\n",
+			[]string{`config.yaml:4: registries[0].ca: CA file ` + dir + ` is not a regular file`}},
+		{"role ARN of a user", "awsECR:\n  roleArn: arn:aws:iam::111122223333:user/bob\n",
+			[]string{`config.yaml:2: awsECR.roleArn: "arn:aws:iam::111122223333:user/bob" is not an IAM role ARN`}},
+		{"role ARN short account", "awsECR:\n  roleArn: arn:aws:iam::1111:role/r\n",
+			[]string{`config.yaml:2: awsECR.roleArn: "arn:aws:iam::1111:role/r" is not a valid IAM role ARN`}},
+		{"role ARN not an ARN", "awsECR:\n  roleArn: my-role\n",
+			[]string{`config.yaml:2: awsECR.roleArn: "my-role" is not an ARN`}},
+		{"partition mismatch", "awsECR:\n  roleArn: arn:aws:iam::111122223333:role/r\nregistries:\n  - " + useast + "\n  - " + cn + "\n",
+			[]string{`config.yaml:5: registries[1]: registry ` + cn + ` is in partition aws-cn but awsECR.roleArn is in partition aws`}},
+		{"bad region", "awsECR:\n  region: useast1\n",
+			[]string{`config.yaml:2: awsECR.region: "useast1" is not an AWS region name`}},
+		{"bad log level", "log:\n  level: verbose\n",
+			[]string{`config.yaml:2: log.level: "verbose" is not one of debug, info, warn, error`}},
+		{"bad log format", "log:\n  format: text\n",
+			[]string{`config.yaml:2: log.format: "text" is not one of auto, json, console, journal`}},
+		{"relative socket", "socket: auth.sock\n",
+			[]string{`config.yaml:1: socket: "auth.sock" must be an absolute path`}},
+		{"top level list", "- a\n",
+			[]string{`config.yaml:1: config: expected a mapping of keys, got a list`}},
+		{"yaml syntax", "socket: [\n",
+			[]string{`config.yaml: line`}},
+		{"several errors at once", "socket: x\nlog:\n  level: loud\n",
+			[]string{`config.yaml:1: socket:`, `config.yaml:3: log.level:`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("config.yaml", []byte(tt.yaml))
+			if err == nil {
+				t.Fatal("Parse succeeded, want an error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error\n  %v\nwant it to contain\n  %s", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "config.yaml")
+	_, err := Load(missing)
+	if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "config file "+missing+" not found; create it (see packaging default) or pass --config") {
+		t.Errorf("missing file: %v", err)
+	}
+	if err := os.WriteFile(missing, []byte("registries: []\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(missing)
+	if err != nil || c.Path != missing {
+		t.Fatalf("Load: %v %+v", err, c)
+	}
+	if err := os.WriteFile(missing, []byte("sockett: /x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(missing); err == nil || !strings.HasPrefix(err.Error(), missing+":1: unknown key") {
+		t.Errorf("bad file: %v", err)
+	}
+}

@@ -1,0 +1,371 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ecr-node-auth/ecr-node-auth/daemon/api"
+	"github.com/ecr-node-auth/ecr-node-auth/daemon/logging"
+	"github.com/ecr-node-auth/ecr-node-auth/daemon/notify/notifytest"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type harness struct {
+	t       *testing.T
+	dir     string
+	cfgPath string
+	sock    string
+	certs   string
+	notify  *notifytest.Socket
+	logs    *syncBuffer
+	reload  chan struct{}
+	cancel  context.CancelFunc
+	done    chan error
+	stopped bool
+}
+
+// offlineAWS keeps the SDK away from real AWS, IMDS and the user's files.
+func offlineAWS(t *testing.T) {
+	for k, v := range map[string]string{
+		"AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "AKIDTEST", "AWS_SECRET_ACCESS_KEY": "secretkeytest",
+		"AWS_SESSION_TOKEN": "", "AWS_PROFILE": "", "AWS_EC2_METADATA_DISABLED": "true",
+		"AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+		"AWS_ENDPOINT_URL": "", "AWS_ENDPOINT_URL_STS": "", "AWS_ENDPOINT_URL_ECR": "",
+		"WATCHDOG_USEC": "", "WATCHDOG_PID": "", "ECR_NODE_AUTH_SOCKET": "",
+	} {
+		t.Setenv(k, v)
+	}
+}
+
+func newHarness(t *testing.T, registries string) *harness {
+	offlineAWS(t)
+	dir, err := os.MkdirTemp("", "dmn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	h := &harness{t: t, dir: dir, cfgPath: filepath.Join(dir, "config.yaml"), sock: filepath.Join(dir, "run", "auth.sock"),
+		certs: filepath.Join(dir, "certs.d"), logs: &syncBuffer{}, reload: make(chan struct{})}
+	h.writeConfig(registries)
+	h.notify = notifytest.Listen(t)
+	return h
+}
+
+func (h *harness) writeConfig(registries string) {
+	h.t.Helper()
+	cfg := fmt.Sprintf("registries: %s\ncontainerd:\n  certsDir: %s\n  configFile: %s\nsocket: %s\nlog:\n  level: debug\n  format: json\n",
+		registries, h.certs, filepath.Join(h.dir, "config.toml"), h.sock)
+	if err := os.WriteFile(h.cfgPath, []byte(cfg), 0o600); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel, h.done = cancel, make(chan error, 1)
+	go func() {
+		h.done <- Run(ctx, h.cfgPath, WithVersion("test"), WithReload(h.reload), WithReconcileInterval(200*time.Millisecond),
+			WithLogOutput(logging.Options{Stderr: h.logs}))
+	}()
+	h.t.Cleanup(func() {
+		if h.stopped {
+			return
+		}
+		cancel()
+		select {
+		case <-h.done:
+		case <-time.After(10 * time.Second):
+		}
+	})
+	if _, ok := h.notify.Wait("READY=1", 10*time.Second); !ok {
+		h.t.Fatalf("no READY=1; messages %q; logs:\n%s", h.notify.Messages(), h.logs.String())
+	}
+}
+
+func (h *harness) status() api.Status {
+	h.t.Helper()
+	st, err := api.NewClient(h.sock).Status(context.Background())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return st
+}
+
+func (h *harness) waitStatus(what string, ok func(api.Status) bool) api.Status {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := h.status()
+		if ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			b, _ := json.MarshalIndent(st, "", "  ")
+			h.t.Fatalf("timed out waiting for %s; status:\n%s\nlogs:\n%s", what, b, h.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (h *harness) stop() {
+	h.t.Helper()
+	h.cancel()
+	h.stopped = true
+	select {
+	case err := <-h.done:
+		if err != nil {
+			h.t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		h.t.Fatal("Run did not return after cancel")
+	}
+}
+
+func TestIdleReloadAndStop(t *testing.T) {
+	h := newHarness(t, "[]")
+	h.start()
+
+	ready, _ := h.notify.Wait("READY=1", 0)
+	if !strings.Contains(ready, "STATUS=idle: no registries configured") {
+		t.Errorf("READY message %q", ready)
+	}
+	st := h.status()
+	if !st.Ready || st.Version != "test" || st.State != "idle: no registries configured" || len(st.Notes) == 0 || st.Notes[0] != noteIdle ||
+		st.ConfigPath != h.cfgPath || st.CertsDir != h.certs || st.Identity.Mode != "default-chain" {
+		t.Errorf("status %+v", st)
+	}
+	if hl, err := api.NewClient(h.sock).Health(context.Background()); err != nil || hl.Status != "ok" {
+		t.Errorf("health %+v %v", hl, err)
+	}
+
+	// An invalid new config is rejected; the old one keeps running.
+	if err := os.WriteFile(h.cfgPath, []byte("registries: []\nsockett: /x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.reload <- struct{}{}
+	st = h.waitStatus("the rejected reload note", func(st api.Status) bool {
+		return len(st.Notes) > 1 && strings.Contains(st.Notes[1], "rejected")
+	})
+	if !strings.Contains(st.Notes[1], `unknown key "sockett"`) || !st.Ready || st.Socket != h.sock {
+		t.Errorf("after bad reload: %+v", st)
+	}
+	if !strings.Contains(h.logs.String(), "config reload rejected; keeping the running config") {
+		t.Errorf("rejected reload not logged:\n%s", h.logs.String())
+	}
+
+	h.stop()
+	if _, err := os.Lstat(h.sock); !os.IsNotExist(err) {
+		t.Errorf("socket left behind: %v", err)
+	}
+	if _, ok := h.notify.Wait("STOPPING=1", time.Second); !ok {
+		t.Errorf("no STOPPING=1: %q", h.notify.Messages())
+	}
+}
+
+func TestStartFailsOnBadConfig(t *testing.T) {
+	offlineAWS(t)
+	dir := t.TempDir()
+	err := Run(context.Background(), filepath.Join(dir, "missing.yaml"))
+	if err == nil || !strings.Contains(err.Error(), "not found; create it (see packaging default) or pass --config") {
+		t.Errorf("missing config: %v", err)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("registries:\n  - ghcr.io\n"), 0o600)
+	if err := Run(context.Background(), bad); err == nil || !strings.Contains(err.Error(), `bad.yaml:2: registries[0]: invalid registry "ghcr.io"`) {
+		t.Errorf("bad registry: %v", err)
+	}
+}
+
+func TestSocketInUse(t *testing.T) {
+	h := newHarness(t, "[]")
+	h.start()
+	err := Run(context.Background(), h.cfgPath, WithLogOutput(logging.Options{Stderr: h.logs}))
+	if err == nil || !strings.Contains(err.Error(), "another ecr-node-auth is already serving on "+h.sock) {
+		t.Errorf("second daemon: %v", err)
+	}
+	h.status() // the first one still answers
+}
+
+// fakeECR answers GetAuthorizationToken with a 12 h token.
+func fakeECR(t *testing.T, password string) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasSuffix(r.Header.Get("X-Amz-Target"), ".GetAuthorizationToken") {
+			http.Error(w, "unexpected", 400)
+			return
+		}
+		tok := base64.StdEncoding.EncodeToString([]byte("AWS:" + password))
+		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+		fmt.Fprintf(w, `{"authorizationData":[{"authorizationToken":%q,"expiresAt":%d,"proxyEndpoint":"https://x"}]}`,
+			tok, time.Now().Add(12*time.Hour).Unix())
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestRegistriesAddedAndRemovedOnReload(t *testing.T) {
+	const password = "ecr-PASSWORD-never-in-status"
+	const host1 = "111122223333.dkr.ecr.us-east-1.amazonaws.com"
+	const host2 = "444455556666.dkr.ecr.eu-west-1.amazonaws.com"
+	h := newHarness(t, "["+host1+"]")
+	t.Setenv("AWS_ENDPOINT_URL_ECR", fakeECR(t, password).URL)
+	h.start()
+
+	st := h.waitStatus("serving 1 registry", func(st api.Status) bool {
+		return st.Ready && len(st.Registries) == 1 && (st.Registries[0].FileState == "written" || st.Registries[0].FileState == "unchanged")
+	})
+	if st.State != "serving 1 registries" || st.Registries[0].Host != host1 {
+		t.Errorf("status %+v", st)
+	}
+	file1 := filepath.Join(h.certs, host1, "hosts.toml")
+	b, err := os.ReadFile(file1)
+	if err != nil || !strings.Contains(string(b), "Authorization = [\"Basic ") {
+		t.Fatalf("hosts.toml: %v\n%s", err, b)
+	}
+
+	// Deleted file is re-created by the reconcile.
+	os.Remove(file1)
+	deadline := time.Now().Add(5 * time.Second)
+	for _, err := os.Stat(file1); err != nil; _, err = os.Stat(file1) {
+		if time.Now().After(deadline) {
+			t.Fatalf("hosts.toml not re-created:\n%s", h.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// Reload: host1 removed, host2 added.
+	h.writeConfig("[" + host2 + "]")
+	h.reload <- struct{}{}
+	h.waitStatus("host2 only", func(st api.Status) bool {
+		return st.Ready && len(st.Registries) == 1 && st.Registries[0].Host == host2 && st.Registries[0].FileState != "pending"
+	})
+	if _, err := os.Stat(file1); !os.IsNotExist(err) {
+		t.Errorf("file of the removed registry still there: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(h.certs, host2, "hosts.toml")); err != nil {
+		t.Errorf("file of the added registry: %v", err)
+	}
+
+	raw, _ := json.Marshal(h.status())
+	for _, secret := range []string{password, base64.StdEncoding.EncodeToString([]byte("AWS:" + password))} {
+		if strings.Contains(string(raw), secret) || strings.Contains(h.logs.String(), secret) {
+			t.Fatalf("secret leaked into status or logs")
+		}
+	}
+	h.stop()
+}
+
+func TestWatchdogFromMainLoop(t *testing.T) {
+	h := newHarness(t, "[]")
+	t.Setenv("WATCHDOG_USEC", "200000") // WatchdogSec=0.2s: a ping every 100ms
+	h.start()
+	deadline := time.Now().Add(5 * time.Second)
+	for h.notify.Count("WATCHDOG=1") < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("watchdog pings: %q", h.notify.Messages())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	h.stop()
+	n := h.notify.Count("WATCHDOG=1")
+	time.Sleep(300 * time.Millisecond)
+	if h.notify.Count("WATCHDOG=1") != n {
+		t.Errorf("watchdog pinged after the main loop stopped")
+	}
+}
+
+func TestIdentityRebuiltOnReload(t *testing.T) {
+	const host = "111122223333.dkr.ecr.us-east-1.amazonaws.com"
+	h := newHarness(t, "["+host+"]")
+	t.Setenv("AWS_ENDPOINT_URL_ECR", fakeECR(t, "pw-rebuild").URL)
+	h.start()
+	h.waitStatus("serving", func(st api.Status) bool { return st.Ready })
+
+	cfg, _ := os.ReadFile(h.cfgPath)
+	os.WriteFile(h.cfgPath, append([]byte("awsECR:\n  region: us-west-2\n"), cfg...), 0o600)
+	h.reload <- struct{}{}
+	st := h.waitStatus("the new STS region", func(st api.Status) bool { return st.Identity.STSRegion == "us-west-2" })
+	if !strings.Contains(h.logs.String(), "identity settings changed") {
+		t.Errorf("no rebuild logged:\n%s", h.logs.String())
+	}
+	h.waitStatus("serving again", func(st api.Status) bool {
+		return st.Ready && len(st.Registries) == 1 && st.Registries[0].FileState != "pending"
+	})
+	if _, err := os.Stat(filepath.Join(h.certs, host, "hosts.toml")); err != nil {
+		t.Errorf("hosts.toml after rebuild: %v (status %+v)", err, st)
+	}
+	h.stop()
+}
+
+func TestUnmanagedFileIsReported(t *testing.T) {
+	const host = "111122223333.dkr.ecr.us-east-1.amazonaws.com"
+	h := newHarness(t, "["+host+"]")
+	t.Setenv("AWS_ENDPOINT_URL_ECR", fakeECR(t, "pw-unmanaged").URL)
+	file := filepath.Join(h.certs, host, "hosts.toml")
+	os.MkdirAll(filepath.Dir(file), 0o755)
+	mine := "server = \"https://mirror.example\"\n"
+	os.WriteFile(file, []byte(mine), 0o644)
+	h.start()
+	st := h.waitStatus("unmanaged", func(st api.Status) bool {
+		return len(st.Registries) == 1 && st.Registries[0].FileState == "unmanaged"
+	})
+	if len(st.Notes) == 0 || !strings.Contains(st.Notes[len(st.Notes)-1], file+" is not managed by ecr-node-auth") {
+		t.Errorf("notes %q", st.Notes)
+	}
+	if b, _ := os.ReadFile(file); string(b) != mine {
+		t.Errorf("unmanaged file changed: %q", b)
+	}
+	h.stop()
+}
+
+// Case 34: READY=1 does not wait for AWS; STATUS= says why tokens are missing.
+func TestReadyWithoutSTS(t *testing.T) {
+	const host = "111122223333.dkr.ecr.us-east-1.amazonaws.com"
+	h := newHarness(t, "["+host+"]")
+	t.Setenv("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:1")
+	cfg, _ := os.ReadFile(h.cfgPath)
+	extra := fmt.Sprintf("awsECR:\n  roleArn: arn:aws:iam::111122223333:role/r\nidentity:\n  tokenFile: %s\n", filepath.Join(h.dir, "no-token"))
+	os.WriteFile(h.cfgPath, append([]byte(extra), cfg...), 0o600)
+	start := time.Now()
+	h.start()
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("READY took %v", d)
+	}
+	if _, ok := h.notify.Wait("STATUS=waiting for STS: ", 10*time.Second); !ok {
+		t.Fatalf("no waiting-for-STS status: %q", h.notify.Messages())
+	}
+	st := h.status()
+	if st.Ready || !strings.HasPrefix(st.State, "waiting for STS: ") || st.Identity.Mode != "web-identity" || st.Identity.LastError == "" {
+		t.Errorf("status %+v", st)
+	}
+	if hl, _ := api.NewClient(h.sock).Health(context.Background()); hl.Status != "unhealthy" || len(hl.Reasons) != 1 {
+		t.Errorf("health %+v", hl)
+	}
+	h.stop()
+}

@@ -1,0 +1,167 @@
+package daemon
+
+import (
+	"errors"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ecr-node-auth/ecr-node-auth/cri"
+	"github.com/ecr-node-auth/ecr-node-auth/daemon/logging"
+	"github.com/ecr-node-auth/ecr-node-auth/tokens"
+)
+
+// hosts.toml states reported per registry.
+const (
+	fileWritten   = "written"
+	fileUnchanged = "unchanged"
+	filePending   = "pending" // no usable token yet
+	fileUnmanaged = "unmanaged"
+)
+
+// onChange is the agent's callback after each refresh attempt: the host's
+// hosts.toml gets the current token. It runs on the agent's goroutines.
+func (d *daemon) onChange(e tokens.Entry) {
+	host := e.Host.Name
+	if !e.Credential.Usable(time.Now()) {
+		d.setFileIfUnset(host, filePending)
+		return
+	}
+	hc, w, ok := d.hostConfig(host, e.Credential)
+	if !ok {
+		return // removed from the config meanwhile
+	}
+	changed, err := w.Write(hc)
+	if d.recordWrite(host, changed, err) && err != nil {
+		d.logFileError(host, err)
+	}
+	if err != nil {
+		return
+	}
+	if changed {
+		d.log.Info("hosts.toml written", zap.String(logging.KeyRegistry, host), zap.String(logging.KeyRegion, e.Host.Region),
+			zap.Time(logging.KeyExpiresAt, e.Credential.ExpiresAt), zap.String("file", w.Path(host)))
+	}
+}
+
+// onRemove deletes the hosts.toml of a registry dropped from the config.
+func (d *daemon) onRemove(host string) {
+	d.mu.Lock()
+	w := d.writer
+	delete(d.files, host)
+	d.mu.Unlock()
+	if err := w.Remove(host); err != nil {
+		d.logFileError(host, err)
+		return
+	}
+	d.log.Info("registry removed from the config: hosts.toml deleted", zap.String(logging.KeyRegistry, host))
+}
+
+// hostConfig builds host's hosts.toml content from the config in use.
+func (d *daemon) hostConfig(host string, cred *tokens.Credential) (cri.HostConfig, *cri.Writer, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, r := range d.cfg.Registries {
+		if r.Host.Name == host {
+			return cri.HostConfig{Host: host, Endpoint: r.Endpoint, CA: r.CA, Authorization: cred.AuthorizationHeader()}, d.writer, true
+		}
+	}
+	return cri.HostConfig{}, nil, false
+}
+
+// reconcile makes the certs dir match the config: deleted files are
+// re-created, and managed files of registries no longer configured are
+// removed. Pruning waits until every configured registry holds a usable
+// token, so a restart during an AWS outage never deletes a file whose token
+// still works.
+func (d *daemon) reconcile() {
+	d.mu.Lock()
+	cfg, w, p := d.cfg, d.writer, d.pipe
+	d.mu.Unlock()
+	now := time.Now()
+	var want []cri.HostConfig
+	complete := true
+	for _, r := range cfg.Registries {
+		e, ok := p.agent.Lookup(r.Host.Name)
+		if !ok || !e.Credential.Usable(now) {
+			complete = false
+			d.setFileIfUnset(r.Host.Name, filePending)
+			continue
+		}
+		want = append(want, cri.HostConfig{Host: r.Host.Name, Endpoint: r.Endpoint, CA: r.CA, Authorization: e.Credential.AuthorizationHeader()})
+	}
+	if !complete {
+		for _, hc := range want {
+			changed, err := w.Write(hc)
+			if d.recordWrite(hc.Host, changed, err) && err != nil {
+				d.logFileError(hc.Host, err)
+			} else if err == nil && changed {
+				d.log.Info("hosts.toml re-created", zap.String(logging.KeyRegistry, hc.Host), zap.String("file", w.Path(hc.Host)))
+			}
+		}
+		return
+	}
+	rep, err := w.Reconcile(want)
+	if err != nil {
+		d.log.Warn("cannot reconcile the certs dir", zap.String("certs_dir", w.CertsDir()), zap.Error(err))
+	}
+	d.applyReport(rep, w)
+}
+
+func (d *daemon) applyReport(rep cri.Report, w *cri.Writer) {
+	for _, h := range rep.Written {
+		d.log.Info("hosts.toml re-created", zap.String(logging.KeyRegistry, h), zap.String("file", w.Path(h)))
+	}
+	for _, h := range rep.Removed {
+		d.log.Info("hosts.toml of a registry no longer configured removed", zap.String(logging.KeyRegistry, h), zap.String("file", w.Path(h)))
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, h := range rep.Written {
+		d.files[h] = fileWritten
+	}
+	for _, h := range rep.Unchanged {
+		d.files[h] = fileUnchanged
+	}
+	for _, h := range rep.Unmanaged {
+		d.files[h] = fileUnmanaged
+	}
+	for h, e := range rep.Errors {
+		d.files[h] = "error: " + e
+	}
+}
+
+// recordWrite stores host's file state and reports whether it changed, so
+// a lasting problem is logged once, not on every refresh or reconcile.
+func (d *daemon) recordWrite(host string, changed bool, err error) bool {
+	state := fileUnchanged
+	switch {
+	case errors.Is(err, cri.ErrUnmanaged):
+		state = fileUnmanaged
+	case err != nil:
+		state = "error: " + err.Error()
+	case changed:
+		state = fileWritten
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	prev, had := d.files[host]
+	d.files[host] = state
+	return !had || prev != state
+}
+
+func (d *daemon) setFileIfUnset(host, state string) {
+	d.mu.Lock()
+	if _, ok := d.files[host]; !ok {
+		d.files[host] = state
+	}
+	d.mu.Unlock()
+}
+
+func (d *daemon) logFileError(host string, err error) {
+	if errors.Is(err, cri.ErrUnmanaged) {
+		d.log.Warn("hosts.toml not managed by ecr-node-auth: left alone", zap.String(logging.KeyRegistry, host), zap.Error(err))
+		return
+	}
+	d.log.Warn("cannot write hosts.toml", zap.String(logging.KeyRegistry, host), zap.Error(err))
+}

@@ -1,0 +1,150 @@
+package daemon
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/ecr-node-auth/ecr-node-auth/daemon/api"
+	"github.com/ecr-node-auth/ecr-node-auth/tokens"
+	"github.com/ecr-node-auth/ecr-node-auth/tokens/identity"
+)
+
+// Note shown (status and STATUS=) when no registry is configured.
+const noteIdle = "no registries configured: idle"
+
+// view is a consistent copy of what the reports are built from.
+type view struct {
+	cfgRegistries int
+	entries       []tokens.Entry
+	id            identity.Status
+	pipe          *pipeline
+}
+
+func (d *daemon) view() view {
+	d.mu.Lock()
+	p, n := d.pipe, len(d.cfg.Registries)
+	d.mu.Unlock()
+	v := view{cfgRegistries: n, pipe: p}
+	if p != nil {
+		v.entries = p.agent.Snapshot()
+		v.id = p.source.Status()
+	}
+	return v
+}
+
+// stateLine is the systemd STATUS= line and the status API's state.
+func (d *daemon) stateLine() string {
+	v := d.view()
+	if v.cfgRegistries == 0 {
+		return "idle: no registries configured"
+	}
+	now := time.Now()
+	valid, firstErr := 0, ""
+	for _, e := range v.entries {
+		if e.Credential.Valid(now) {
+			valid++
+		} else if firstErr == "" && e.LastError != "" {
+			firstErr = e.Host.Name + ": " + e.LastError
+		}
+	}
+	switch {
+	case valid == len(v.entries) && valid > 0:
+		return fmt.Sprintf("serving %d registries", valid)
+	case v.id.LastError != "" && v.id.Mode == identity.ModeWebIdentity:
+		return "waiting for STS: " + oneLine(v.id.LastError)
+	case v.id.LastError != "":
+		return "waiting for AWS credentials: " + oneLine(v.id.LastError)
+	case firstErr != "":
+		return fmt.Sprintf("waiting for ECR: %d of %d registries without a token: %s", len(v.entries)-valid, len(v.entries), oneLine(firstErr))
+	}
+	return fmt.Sprintf("fetching tokens for %d registries", len(v.entries))
+}
+
+// Status answers GET /v1/status. It holds no secret: only api types are
+// filled, and they have no field for one.
+func (d *daemon) Status() api.Status {
+	v := d.view()
+	now := time.Now()
+	d.mu.Lock()
+	cfg := d.cfg
+	st := api.Status{
+		Version: d.o.version, ConfigPath: d.cfgPath, CertsDir: cfg.Containerd.CertsDir, Socket: cfg.Socket,
+		StartedAt: d.started, ConfigLoadedAt: d.loadedAt, Registries: []api.Registry{},
+	}
+	endpoints := map[string]string{}
+	for _, r := range cfg.Registries {
+		endpoints[r.Host.Name] = r.Endpoint
+	}
+	for _, e := range v.entries {
+		r := api.RegistryFrom(e, now)
+		r.Endpoint = endpoints[r.Host]
+		r.File = d.writer.Path(r.Host)
+		r.FileState = d.files[r.Host]
+		if r.FileState == "" {
+			r.FileState = filePending
+		}
+		st.Registries = append(st.Registries, r)
+	}
+	if d.reloadNote != "" {
+		st.Notes = append(st.Notes, d.reloadNote)
+	}
+	for _, r := range st.Registries {
+		if r.FileState == fileUnmanaged {
+			st.Notes = append(st.Notes, fmt.Sprintf("%s is not managed by ecr-node-auth (no marker line, or a symlink): left alone, so containerd gets no token for %s from this daemon", r.File, r.Host))
+		}
+	}
+	d.mu.Unlock()
+
+	st.Identity = api.IdentityFrom(v.id)
+	st.Identity.STSRegion = cfg.STSRegion
+	if v.pipe != nil {
+		st.Identity.STSEndpoint = v.pipe.stsEndpoint
+	}
+	st.State = d.stateLine()
+	st.Ready = v.cfgRegistries == 0 || (v.pipe != nil && v.pipe.agent.Ready())
+	if v.cfgRegistries == 0 {
+		st.Notes = append([]string{noteIdle}, st.Notes...)
+	}
+	return st
+}
+
+// Health answers GET /v1/health: unhealthy when the main loop is stuck or a
+// registry has no valid token.
+func (d *daemon) Health() api.Health {
+	var reasons []string
+	d.mu.Lock()
+	last, every := d.lastTick, d.tickEvery
+	d.mu.Unlock()
+	if every > 0 && time.Since(last) > 3*every+5*time.Second {
+		reasons = append(reasons, fmt.Sprintf("main loop stalled: last iteration %s ago", time.Since(last).Round(time.Second)))
+	}
+	now := time.Now()
+	for _, e := range d.view().entries {
+		if e.Credential.Valid(now) {
+			continue
+		}
+		why := "no token yet"
+		if e.LastError != "" {
+			why = oneLine(e.LastError)
+		}
+		reasons = append(reasons, fmt.Sprintf("registry %s has no valid token: %s", e.Host.Name, why))
+	}
+	if len(reasons) > 0 {
+		return api.Health{Status: "unhealthy", Reasons: reasons}
+	}
+	return api.Health{Status: "ok"}
+}
+
+func oneLine(s string) string {
+	out := []rune{}
+	for _, r := range s {
+		if r == '\n' || r == '\r' {
+			r = ' '
+		}
+		out = append(out, r)
+	}
+	if len(out) > 200 {
+		out = append(out[:197], '.', '.', '.')
+	}
+	return string(out)
+}
