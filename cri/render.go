@@ -218,6 +218,12 @@ func Render(h HostConfig) ([]byte, error) {
 	b.WriteString(Marker)
 	b.WriteString("\nserver = ")
 	b.WriteString(u)
+	if h.CA != "" {
+		// containerd also tries server itself after the host table fails; with
+		// the CA at the top level that fallback trusts the endpoint too.
+		b.WriteString("\nca = ")
+		b.WriteString(quote(h.CA))
+	}
 	b.WriteString("\n\n[host.")
 	b.WriteString(u)
 	b.WriteString("]\n  capabilities = [\"pull\", \"resolve\"]\n")
