@@ -56,7 +56,7 @@ type Status struct {
 	RoleARN             string    `json:"roleArn,omitempty"`   // the role assumed (web identity)
 	TokenFile           string    `json:"tokenFile,omitempty"` // the token file (web identity)
 	Audience            string    `json:"audience,omitempty"`  // the expected audience (web identity)
-	Claims              Claims    `json:"claims,omitzero"`     // of the last token read
+	Claims              Claims    `json:"claims,omitzero"`     // of the last token decoded (also an expired one)
 	CredentialSource    string    `json:"credentialSource,omitempty"`
 	CredentialsExpireAt time.Time `json:"credentialsExpireAt,omitzero"`
 	NextRefresh         time.Time `json:"nextRefresh,omitzero"` // when cached credentials stop being reused
@@ -160,12 +160,10 @@ func NewWebIdentity(o Options) (*WebIdentity, error) {
 // Retrieve returns role credentials, from the cache until their refresh time.
 // Errors are *refresh.Classified and never contain the token.
 func (w *WebIdentity) Retrieve(ctx context.Context) (aws.Credentials, error) {
-	if c, ok := w.cached(w.o.Clock.Now()); ok {
+	c, ok, gen := w.cached(w.o.Clock.Now())
+	if ok {
 		return c, nil
 	}
-	w.mu.Lock()
-	gen := w.gen
-	w.mu.Unlock()
 	ch := w.group.DoChan("refresh", func() (any, error) {
 		// A caller that looked at the cache just before the previous shared
 		// call ended starts a new one: give it that call's outcome instead.
@@ -198,17 +196,17 @@ func (w *WebIdentity) Retrieve(ctx context.Context) (aws.Credentials, error) {
 
 // cached returns the credentials to reuse without calling STS: before their
 // refresh time, or, after a failed refresh, until the backoff has passed
-// (while they have not expired).
-func (w *WebIdentity) cached(now time.Time) (aws.Credentials, bool) {
+// (while they have not expired). gen is the count of completed refreshes seen.
+func (w *WebIdentity) cached(now time.Time) (c aws.Credentials, ok bool, gen int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.have && now.Before(w.refreshAt) {
-		return w.creds, true
+		return w.creds, true, w.gen
 	}
 	if w.have && w.lastErr != nil && now.Before(w.retryAt) && now.Before(w.creds.Expires) {
-		return w.creds, true
+		return w.creds, true, w.gen
 	}
-	return aws.Credentials{}, false
+	return aws.Credentials{}, false, w.gen
 }
 
 // refresh reads the token, calls STS and updates the cache. On failure it

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,8 +40,9 @@ func (f fixedRand) Float64() float64 { return float64(f) }
 // (the last repeats); a nil error gives credentials valid for the requested
 // duration from the clock's now.
 type fakeSTS struct {
-	clock *clocktesting.FakeClock
-	gate  chan struct{} // if set, each call waits for a receive
+	clock   *clocktesting.FakeClock
+	gate    chan struct{} // if set, each call waits for a receive (or close)
+	entered atomic.Int32  // calls that reached the gate
 
 	mu      sync.Mutex
 	results []error
@@ -50,6 +52,7 @@ type fakeSTS struct {
 
 func (f *fakeSTS) AssumeRoleWithWebIdentity(ctx context.Context, in *sts.AssumeRoleWithWebIdentityInput, _ ...func(*sts.Options)) (*sts.AssumeRoleWithWebIdentityOutput, error) {
 	if f.gate != nil {
+		f.entered.Add(1)
 		<-f.gate
 	}
 	f.mu.Lock()
@@ -210,7 +213,17 @@ func TestWebIdentityConcurrentCallsShareOneSTSCall(t *testing.T) {
 			errs <- err
 		}()
 	}
-	h.sts.gate <- struct{}{} // let exactly one call through
+	// Hold the first STS call until it is in flight, then let every call
+	// through: a second call would show in calls() instead of hanging.
+	deadline := time.Now().Add(5 * time.Second)
+	for h.sts.entered.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no STS call")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond) // let the other callers pile up on the shared call
+	close(h.sts.gate)
 	wg.Wait()
 	close(errs)
 	for err := range errs {
