@@ -1,3 +1,9 @@
+// Package tokens turns AWS credentials into ECR registry tokens and keeps the
+// auth map (registry host → credential, expiry, last error) that the writers
+// and servers read. One GetAuthorizationToken call per ECR service (partition,
+// region, FIPS, public) serves every host of that service; refreshes follow
+// the timing rule of package refresh. Clock, ECR clients, jitter source and
+// logger are parameters: the package keeps no global state.
 package tokens
 
 import (
@@ -23,6 +29,7 @@ import (
 const (
 	DefaultCallTimeout      = 30 * time.Second
 	DefaultRefreshNowMinGap = 10 * time.Second
+	DefaultReauthMinGap     = time.Minute
 	// DefaultRewarnEvery is how often a failure that keeps repeating unchanged
 	// is logged again at warn (in between, repeats are logged at debug).
 	DefaultRewarnEvery = time.Hour
@@ -74,6 +81,9 @@ type Options struct {
 	// RefreshNow brings forward (default 10s), so a flapping trigger cannot
 	// cause a tight loop.
 	RefreshNowMinGap time.Duration
+	// ReauthMinGap is the least time between an attempt and a refetch that
+	// RefreshHost asks for on a healthy service (default 1m).
+	ReauthMinGap time.Duration
 	// RewarnEvery: an unchanged failure is logged at warn again after this
 	// long (default 1h); repeats in between go to debug, counted.
 	RewarnEvery time.Duration
@@ -91,6 +101,7 @@ type Agent struct {
 	onRemove    func(string)
 	callTimeout time.Duration
 	minGap      time.Duration
+	reauthGap   time.Duration
 	rewarn      time.Duration
 
 	mu       sync.Mutex
@@ -109,8 +120,9 @@ type snapshot struct {
 // service is the refresh state of one ECR API endpoint. Fields marked (mu)
 // are guarded by Agent.mu; the others belong to the service's goroutine.
 type service struct {
-	key  ecrhost.Service
-	kick chan struct{} // RefreshNow; capacity 1
+	key   ecrhost.Service
+	kick  chan struct{} // RefreshNow, RefreshHost; capacity 1
+	force atomic.Bool   // RefreshHost: refetch even if healthy
 
 	hosts  []ecrhost.Host     // (mu) sorted by name
 	cancel context.CancelFunc // (mu) nil until started
@@ -137,6 +149,7 @@ func NewAgent(o Options) *Agent {
 		onRemove:    o.OnRemove,
 		callTimeout: o.CallTimeout,
 		minGap:      o.RefreshNowMinGap,
+		reauthGap:   o.ReauthMinGap,
 		rewarn:      o.RewarnEvery,
 		services:    map[ecrhost.Service]*service{},
 	}
@@ -159,6 +172,9 @@ func NewAgent(o Options) *Agent {
 	}
 	if a.minGap <= 0 {
 		a.minGap = DefaultRefreshNowMinGap
+	}
+	if a.reauthGap <= 0 {
+		a.reauthGap = DefaultReauthMinGap
 	}
 	if a.rewarn <= 0 {
 		a.rewarn = DefaultRewarnEvery
@@ -285,6 +301,31 @@ func (a *Agent) RefreshNow() {
 	}
 }
 
+// RefreshHost asks for a new token for host's service although the current
+// one should still be good: for when the registry answered 401/403 "token
+// expired" or "invalid token" (field case 9). The refetch happens at once,
+// or ReauthMinGap after the service's last attempt (RefreshNowMinGap if it is
+// failing) if that is later, so repeated rejections cost at most one call per
+// gap. It reports whether host is configured.
+func (a *Agent) RefreshHost(host string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := normalizeHost(host)
+	for _, s := range a.services {
+		for _, h := range s.hosts {
+			if h.Name == host || h.Name == n {
+				s.force.Store(true)
+				select {
+				case s.kick <- struct{}{}:
+				default:
+				}
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Lookup returns the entry for a registry host. It takes no lock and does not
 // allocate for a host spelled as configured; other spellings (upper case, a
 // scheme, ":443", a trailing slash) are normalised.
@@ -339,6 +380,12 @@ func (a *Agent) startLocked(s *service) {
 // loop is the refresh goroutine of one service: attempt, arm a timer, report,
 // wait; RefreshNow may bring the timer forward.
 func (a *Agent) loop(ctx context.Context, s *service) {
+	// The first attempt is immediate anyway: requests made before it are met.
+	select {
+	case <-s.kick:
+	default:
+	}
+	s.force.Store(false)
 	for ctx.Err() == nil {
 		next, report, ok := a.attempt(ctx, s)
 		if !ok {
@@ -385,16 +432,21 @@ func (a *Agent) report(entries []Entry, first bool) {
 func (a *Agent) broughtForward(s *service, next time.Time) (time.Time, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	forced := s.force.Swap(false)
+	gap := a.minGap
 	if s.attempts == 0 {
-		return next, false
+		if !forced {
+			return next, false
+		}
+		gap = a.reauthGap
 	}
-	at := later(a.clock.Now(), s.lastAttempt.Add(a.minGap))
+	at := later(a.clock.Now(), s.lastAttempt.Add(gap))
 	if !at.Before(next) {
 		return next, false
 	}
 	s.nextRefresh = at
 	a.publishLocked()
-	a.log.Info("retrying ECR token fetch early", append(a.svcFields(s), zap.Time("next_retry", at))...)
+	a.log.Info("fetching ECR token early", append(a.svcFields(s), zap.Time("next_refresh", at), zap.Bool("requested_for_host", forced))...)
 	return at, true
 }
 
@@ -534,22 +586,9 @@ func (a *Agent) svcFields(s *service) []zap.Field {
 	}
 	return []zap.Field{
 		zap.Strings("registry", names),
-		zap.String("service", ServiceName(s.key)),
+		zap.String("service", s.key.String()),
 		zap.String("region", s.key.Region),
 	}
-}
-
-// ServiceName is a short stable name for a service, for logs and status:
-// "aws/us-east-1", "aws-us-gov/us-gov-west-1/fips", "aws/us-east-1/public".
-func ServiceName(k ecrhost.Service) string {
-	n := k.Partition + "/" + k.Region
-	if k.FIPS {
-		n += "/fips"
-	}
-	if k.Public {
-		n += "/public"
-	}
-	return n
 }
 
 func (s *service) entryLocked(h ecrhost.Host) Entry {

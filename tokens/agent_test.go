@@ -335,6 +335,52 @@ func TestRefreshNowAfterPermanentError(t *testing.T) {
 	}
 }
 
+// A registry rejecting the token (field case 9) brings one refetch forward,
+// rate-limited.
+func TestRefreshHost(t *testing.T) {
+	h := newHarness(t, 12*time.Hour, 0.5, func(o *Options) { o.ReauthMinGap = time.Minute })
+	a, b := host("111122223333", "us-east-1"), host("444455556666", "us-east-1")
+	h.start(a, b)
+	h.step(30 * time.Second)
+	if h.agent.RefreshHost("unknown.dkr.ecr.us-east-1.amazonaws.com") {
+		t.Error("RefreshHost of an unknown host reported true")
+	}
+	waitNext := func(want time.Time) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !h.lookup(a.Name).NextRefresh.Equal(want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("next refresh %v, want %v", h.lookup(a.Name).NextRefresh.Sub(t0), want.Sub(t0))
+			}
+			time.Sleep(time.Millisecond)
+		}
+		h.waitIdle()
+	}
+	for i := 0; i < 20; i++ {
+		if !h.agent.RefreshHost(strings.ToUpper(b.Name)) {
+			t.Fatal("RefreshHost of a configured host reported false")
+		}
+	}
+	waitNext(t0.Add(time.Minute))
+	h.step(30 * time.Second)
+	if n := h.ecr.count(a.Service()); n != 2 {
+		t.Fatalf("%d calls after RefreshHost, want 2", n)
+	}
+	if e := h.lookup(a.Name); e.Credential.Password != password(a.Service(), 1) {
+		t.Errorf("credential not replaced: %v", e.Credential)
+	}
+	h.agent.RefreshHost(a.Name)
+	waitNext(t0.Add(2 * time.Minute))
+	h.step(59 * time.Second)
+	if n := h.ecr.count(a.Service()); n != 2 {
+		t.Fatalf("refetch within the gap: %d calls", n)
+	}
+	h.step(time.Second)
+	if n := h.ecr.count(a.Service()); n != 3 {
+		t.Fatalf("%d calls, want 3", n)
+	}
+}
+
 func TestSetRegistriesAddRemove(t *testing.T) {
 	h := newHarness(t, 12*time.Hour, 0.5)
 	a := host("111122223333", "us-east-1")

@@ -10,7 +10,7 @@ import (
 )
 
 func benchAgent(b testing.TB, n int) (*harness, []ecrhost.Host) {
-	h := newHarness(b, 12*time.Hour, 0.5)
+	h := newHarness(b, 12*time.Hour, 0.5, func(o *Options) { o.OnChange, o.OnRemove = nil, nil })
 	var hosts []ecrhost.Host
 	regions := []string{"us-east-1", "us-west-2", "eu-west-1", "ap-northeast-1"}
 	for i := 0; i < n; i++ {

@@ -77,6 +77,13 @@ func newECRClient(base aws.Config, svc ecrhost.Service) *ecr.Client {
 		} else {
 			o.EndpointOptions.UseFIPSEndpoint = aws.FIPSEndpointStateDisabled
 		}
+		// A dkr-ecr host is how a node on an IPv6-only network reaches ECR:
+		// call the API there the same way.
+		if svc.DualStack {
+			o.EndpointOptions.UseDualStackEndpoint = aws.DualStackEndpointStateEnabled
+		} else {
+			o.EndpointOptions.UseDualStackEndpoint = aws.DualStackEndpointStateDisabled
+		}
 	})
 }
 

@@ -43,6 +43,8 @@ func TestECRFactoryEndpoints(t *testing.T) {
 	govFIPS := ecrhost.Service{Partition: "aws-us-gov", Region: "us-gov-west-1", FIPS: true}
 	euw1 := ecrhost.Service{Partition: "aws", Region: "eu-west-1"}
 	cn := ecrhost.Service{Partition: "aws-cn", Region: "cn-north-1"}
+	dual := ecrhost.Service{Partition: "aws", Region: "us-east-2", DualStack: true}
+	dualFIPS := ecrhost.Service{Partition: "aws", Region: "us-east-2", DualStack: true, FIPS: true}
 	for _, tc := range []struct {
 		name string
 		env  map[string]string
@@ -57,6 +59,10 @@ func TestECRFactoryEndpoints(t *testing.T) {
 		{"GovCloud FIPS", nil, nil, govFIPS, "https://api.ecr-fips.us-gov-west-1.amazonaws.com"},
 		{"GovCloud standard", nil, nil, gov, "https://api.ecr.us-gov-west-1.amazonaws.com"},
 		{"China", nil, nil, cn, "https://api.ecr.cn-north-1.amazonaws.com.cn"},
+		// A dkr-ecr (IPv6) host calls the dual-stack API.
+		{"dual-stack", nil, nil, dual, "https://ecr.us-east-2.api.aws"},
+		{"dual-stack FIPS", nil, nil, dualFIPS, "https://ecr-fips.us-east-2.api.aws"},
+		{"dual-stack with custom endpoint", map[string]string{"AWS_ENDPOINT_URL_ECR": "http://127.0.0.1:4566"}, nil, dual, "http://127.0.0.1:4566"},
 		// A global FIPS switch does not turn FIPS on for a non-FIPS host (case 15).
 		{"global FIPS env ignored for standard host", map[string]string{"AWS_USE_FIPS_ENDPOINT": "true"}, nil, euw1, "https://api.ecr.eu-west-1.amazonaws.com"},
 		// A custom endpoint wins and turns FIPS off instead of failing.
