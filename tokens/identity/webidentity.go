@@ -297,9 +297,15 @@ func (w *WebIdentity) fail(now time.Time, c *refresh.Classified) (aws.Credential
 }
 
 // TokenChanged tells the provider that the token file changed (the watcher
-// saw a rotation): if the last refresh failed, the next Retrieve calls STS
-// without waiting for the backoff, so a fixed token recovers at once.
+// saw a rotation). It reads the new token's claims at once, so status and the
+// audience self-check describe the token the next STS call will carry, and,
+// if the last refresh failed, lets the next Retrieve call STS without waiting
+// for the backoff, so a fixed token recovers at once.
 func (w *WebIdentity) TokenChanged() {
+	if tok, err := ReadToken(w.o.TokenFile, w.o.Clock.Now()); err == nil {
+		w.setClaims(tok.Claims)
+		w.checkAudience(tok)
+	}
 	w.mu.Lock()
 	w.retryAt = time.Time{}
 	w.mu.Unlock()

@@ -634,3 +634,29 @@ func TestDefaultChain(t *testing.T) {
 	}
 	assertNoSecret(t, "status", fmt.Sprintf("%+v", d.Status()), testSecret, testSessTk)
 }
+
+// A rotation is taken in at once: status shows the new token's claims before
+// any STS call, and the cached credentials stay in use.
+func TestWebIdentityTokenChangedReadsClaims(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.writeToken(t)
+	if _, err := h.p.Retrieve(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	newExp := h.clk.Now().Add(3 * time.Hour).Truncate(time.Second)
+	rotated := makeJWT(t, stdClaims([]string{"sts.amazonaws.com"}, newExp))
+	writeFile(t, h.path, rotated)
+	h.p.TokenChanged()
+	if got := h.p.Status().Claims.ExpiresAt; !got.Equal(newExp) {
+		t.Fatalf("claims expiry after TokenChanged = %v, want %v", got, newExp)
+	}
+	if h.sts.calls() != 1 {
+		t.Fatalf("TokenChanged called STS (%d calls)", h.sts.calls())
+	}
+	// A half-written (empty) file keeps the last claims.
+	writeFile(t, h.path, "")
+	h.p.TokenChanged()
+	if got := h.p.Status().Claims.ExpiresAt; !got.Equal(newExp) {
+		t.Fatalf("claims after an empty write = %v, want %v", got, newExp)
+	}
+}
