@@ -38,7 +38,7 @@ func (s *syncBuffer) String() string {
 }
 
 type harness struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	cfgPath string
 	sock    string
@@ -46,13 +46,14 @@ type harness struct {
 	notify  *notifytest.Socket
 	logs    *syncBuffer
 	reload  chan struct{}
+	extra   string // appended to the config
 	cancel  context.CancelFunc
 	done    chan error
 	stopped bool
 }
 
 // offlineAWS keeps the SDK away from real AWS, IMDS and the user's files.
-func offlineAWS(t *testing.T) {
+func offlineAWS(t testing.TB) {
 	for k, v := range map[string]string{
 		"AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "AKIDTEST", "AWS_SECRET_ACCESS_KEY": "secretkeytest",
 		"AWS_SESSION_TOKEN": "", "AWS_PROFILE": "", "AWS_EC2_METADATA_DISABLED": "true",
@@ -64,7 +65,7 @@ func offlineAWS(t *testing.T) {
 	}
 }
 
-func newHarness(t *testing.T, registries string) *harness {
+func newHarness(t testing.TB, registries string) *harness {
 	offlineAWS(t)
 	dir, err := os.MkdirTemp("", "dmn")
 	if err != nil {
@@ -80,8 +81,8 @@ func newHarness(t *testing.T, registries string) *harness {
 
 func (h *harness) writeConfig(registries string) {
 	h.t.Helper()
-	cfg := fmt.Sprintf("registries: %s\ncontainerd:\n  certsDir: %s\n  configFile: %s\nsocket: %s\nlog:\n  level: debug\n  format: json\n",
-		registries, h.certs, filepath.Join(h.dir, "config.toml"), h.sock)
+	cfg := fmt.Sprintf("registries: %s\ncontainerd:\n  certsDir: %s\n  configFile: %s\nsocket: %s\nlog:\n  level: debug\n  format: json\nmetricsAddress: \"127.0.0.1:0\"\n%s",
+		registries, h.certs, filepath.Join(h.dir, "config.toml"), h.sock, h.extra)
 	if err := os.WriteFile(h.cfgPath, []byte(cfg), 0o600); err != nil {
 		h.t.Fatal(err)
 	}

@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"errors"
+	"io/fs"
+	"os"
 	"time"
 
 	"go.uber.org/zap"
@@ -17,21 +19,30 @@ const (
 	fileUnchanged = "unchanged"
 	filePending   = "pending" // no usable token yet
 	fileUnmanaged = "unmanaged"
+	// fileNotLearned: an on-demand registry with learnRegistries off.
+	fileNotLearned = "not written (on-demand; learnRegistries is off)"
 )
 
 // onChange is the agent's callback after each refresh attempt: the host's
 // hosts.toml gets the current token. It runs on the agent's goroutines.
 func (d *daemon) onChange(e tokens.Entry) {
+	d.metrics.Refreshed(e)
 	host := e.Host.Name
+	if e.OnDemand && !d.learning() {
+		return
+	}
 	if !e.Credential.Usable(time.Now()) {
 		d.setFileIfUnset(host, filePending)
 		return
 	}
-	hc, w, ok := d.hostConfig(host, e.Credential)
+	hc, w, ok := d.hostConfig(host, e.Credential, e.OnDemand)
 	if !ok {
 		return // removed from the config meanwhile
 	}
 	changed, err := w.Write(hc)
+	if err != nil && !errors.Is(err, cri.ErrUnmanaged) {
+		d.metrics.FileError()
+	}
 	if d.recordWrite(host, changed, err) && err != nil {
 		d.logFileError(host, err)
 	}
@@ -50,21 +61,35 @@ func (d *daemon) onRemove(host string) {
 	w := d.writer
 	delete(d.files, host)
 	d.mu.Unlock()
+	if _, err := os.Lstat(w.Path(host)); errors.Is(err, fs.ErrNotExist) {
+		return // an on-demand registry never learned, or already gone
+	}
 	if err := w.Remove(host); err != nil {
 		d.logFileError(host, err)
 		return
 	}
-	d.log.Info("registry removed from the config: hosts.toml deleted", zap.String(logging.KeyRegistry, host))
+	d.log.Info("registry no longer served (removed from the config, or an idle on-demand registry): hosts.toml deleted", zap.String(logging.KeyRegistry, host))
 }
 
-// hostConfig builds host's hosts.toml content from the config in use.
-func (d *daemon) hostConfig(host string, cred *tokens.Credential) (cri.HostConfig, *cri.Writer, bool) {
+// learning reports whether on-demand registries get hosts.toml.
+func (d *daemon) learning() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg.LearnRegistries
+}
+
+// hostConfig builds host's hosts.toml content from the config in use; an
+// on-demand host (learnRegistries) gets the plain form.
+func (d *daemon) hostConfig(host string, cred *tokens.Credential, onDemand bool) (cri.HostConfig, *cri.Writer, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, r := range d.cfg.Registries {
 		if r.Host.Name == host {
 			return cri.HostConfig{Host: host, Endpoint: r.Endpoint, CA: r.CA, Authorization: cred.AuthorizationHeader()}, d.writer, true
 		}
+	}
+	if onDemand && d.cfg.LearnRegistries {
+		return cri.HostConfig{Host: host, Authorization: cred.AuthorizationHeader()}, d.writer, true
 	}
 	return cri.HostConfig{}, nil, false
 }
@@ -89,6 +114,14 @@ func (d *daemon) reconcile() {
 			continue
 		}
 		want = append(want, cri.HostConfig{Host: r.Host.Name, Endpoint: r.Endpoint, CA: r.CA, Authorization: e.Credential.AuthorizationHeader()})
+	}
+	if cfg.LearnRegistries {
+		// Learned on-demand registries keep their files while served.
+		for _, e := range p.agent.Snapshot() {
+			if e.OnDemand && e.Credential.Usable(now) {
+				want = append(want, cri.HostConfig{Host: e.Host.Name, Authorization: e.Credential.AuthorizationHeader()})
+			}
+		}
 	}
 	if !complete {
 		for _, hc := range want {

@@ -8,6 +8,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"github.com/aws/smithy-go/middleware"
 	"go.uber.org/zap"
 
 	"github.com/ecr-node-auth/ecr-node-auth/daemon/config"
@@ -29,6 +30,7 @@ type pipeline struct {
 	web         *identity.WebIdentity // nil with the default chain
 	watcher     *identity.Watcher     // nil with the default chain
 	agent       *tokens.Agent
+	workloads   *tokens.Workloads // KEP-4412 credentials; nil if disabled
 	stsEndpoint string
 	log         *zap.Logger
 
@@ -49,6 +51,11 @@ func keyOf(c *config.Config) identityKey {
 // AWS API: loading the SDK config only reads the environment and files.
 func (d *daemon) newPipeline(ctx context.Context, cfg *config.Config) (*pipeline, error) {
 	loadOpts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRetryMaxAttempts(sdkRetryMaxAttempts)}
+	if d.metrics != nil {
+		// Every client built from this config (STS, ECR, workload STS) is
+		// instrumented at the SDK boundary.
+		loadOpts = append(loadOpts, awsconfig.WithAPIOptions([]func(*middleware.Stack) error{d.metrics.AWSMiddleware()}))
+	}
 	if cfg.STSRegion != "" {
 		loadOpts = append(loadOpts, awsconfig.WithRegion(cfg.STSRegion))
 	}
@@ -74,6 +81,7 @@ func (d *daemon) newPipeline(ctx context.Context, cfg *config.Config) (*pipeline
 		OnChange: d.onChange,
 		OnRemove: d.onRemove,
 	})
+	p.workloads = d.newWorkloads(awsCfg, cfg)
 	p.agent.SetRegistries(hostsOf(cfg))
 	return p, nil
 }

@@ -69,7 +69,11 @@ func (d *daemon) swap(next *config.Config, p *pipeline) {
 		d.writer = cri.NewWriter(next.Containerd.CertsDir, d.log.Named("cri"))
 		d.files = map[string]string{}
 	}
+	if old := d.pipe; old != p && old != nil && old.watcher != nil {
+		d.rearmsBefore.Add(int64(old.watcher.Rearms()))
+	}
 	d.cfg, d.pipe, d.loadedAt, d.reloadNote = next, p, time.Now(), ""
+	d.cur.Store(p)
 }
 
 // keepRestartOnly keeps settings that only a restart applies, with a warning.
@@ -81,6 +85,14 @@ func (d *daemon) keepRestartOnly(prev, next *config.Config) {
 	if next.Log != prev.Log {
 		d.log.Warn("log settings changed: restart ecr-node-auth to apply them")
 		next.Log = prev.Log
+	}
+	if next.SocketGroup != prev.SocketGroup || next.SocketGID != prev.SocketGID {
+		d.log.Warn("socketGroup changed: restart ecr-node-auth to apply it", zap.String("running", prev.SocketGroup), zap.String("new", next.SocketGroup))
+		next.SocketGroup, next.SocketGID = prev.SocketGroup, prev.SocketGID
+	}
+	if next.MetricsAddress != prev.MetricsAddress {
+		d.log.Warn("metricsAddress changed: restart ecr-node-auth to apply it", zap.String("running", prev.MetricsAddress), zap.String("new", next.MetricsAddress))
+		next.MetricsAddress = prev.MetricsAddress
 	}
 }
 

@@ -32,6 +32,19 @@ func (d *daemon) view() view {
 	return v
 }
 
+// configured is the entries of configured registries (on-demand ones do not
+// decide readiness or health: a failing on-demand host is reported in
+// status and answered with 503 on the socket).
+func (v view) configured() []tokens.Entry {
+	out := make([]tokens.Entry, 0, len(v.entries))
+	for _, e := range v.entries {
+		if !e.OnDemand {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // stateLine is the systemd STATUS= line and the status API's state.
 func (d *daemon) stateLine() string {
 	v := d.view()
@@ -40,7 +53,8 @@ func (d *daemon) stateLine() string {
 	}
 	now := time.Now()
 	valid, firstErr := 0, ""
-	for _, e := range v.entries {
+	entries := v.configured()
+	for _, e := range entries {
 		if e.Credential.Valid(now) {
 			valid++
 		} else if firstErr == "" && e.LastError != "" {
@@ -48,16 +62,16 @@ func (d *daemon) stateLine() string {
 		}
 	}
 	switch {
-	case valid == len(v.entries) && valid > 0:
+	case valid == len(entries) && valid > 0:
 		return fmt.Sprintf("serving %d registries", valid)
 	case v.id.LastError != "" && v.id.Mode == identity.ModeWebIdentity:
 		return "waiting for STS: " + oneLine(v.id.LastError)
 	case v.id.LastError != "":
 		return "waiting for AWS credentials: " + oneLine(v.id.LastError)
 	case firstErr != "":
-		return fmt.Sprintf("waiting for ECR: %d of %d registries without a token: %s", len(v.entries)-valid, len(v.entries), oneLine(firstErr))
+		return fmt.Sprintf("waiting for ECR: %d of %d registries without a token: %s", len(entries)-valid, len(entries), oneLine(firstErr))
 	}
-	return fmt.Sprintf("fetching tokens for %d registries", len(v.entries))
+	return fmt.Sprintf("fetching tokens for %d registries", len(entries))
 }
 
 // Status answers GET /v1/status. It holds no secret: only api types are
@@ -78,15 +92,25 @@ func (d *daemon) Status() api.Status {
 	for _, e := range v.entries {
 		r := api.RegistryFrom(e, now)
 		r.Endpoint = endpoints[r.Host]
-		r.File = d.writer.Path(r.Host)
-		r.FileState = d.files[r.Host]
-		if r.FileState == "" {
-			r.FileState = filePending
+		if e.OnDemand && !cfg.LearnRegistries {
+			r.FileState = fileNotLearned
+		} else {
+			r.File = d.writer.Path(r.Host)
+			r.FileState = d.files[r.Host]
+			if r.FileState == "" {
+				r.FileState = filePending
+			}
 		}
 		st.Registries = append(st.Registries, r)
 	}
 	if d.reloadNote != "" {
 		st.Notes = append(st.Notes, d.reloadNote)
+	}
+	if d.metricsNote != "" {
+		st.Notes = append(st.Notes, d.metricsNote)
+	}
+	if d.mserver != nil {
+		st.MetricsAddress = d.mserver.Addr()
 	}
 	for _, r := range st.Registries {
 		if r.FileState == fileUnmanaged {
@@ -100,6 +124,7 @@ func (d *daemon) Status() api.Status {
 	if v.pipe != nil {
 		st.Identity.STSEndpoint = v.pipe.stsEndpoint
 	}
+	st.Workloads = d.workloadStatus()
 	st.State = d.stateLine()
 	st.Ready = v.cfgRegistries == 0 || (v.pipe != nil && v.pipe.agent.Ready())
 	if v.cfgRegistries == 0 {
@@ -109,17 +134,32 @@ func (d *daemon) Status() api.Status {
 }
 
 // Health answers GET /v1/health: unhealthy when the main loop is stuck or a
-// registry has no valid token.
+// configured registry has no valid token.
 func (d *daemon) Health() api.Health {
-	var reasons []string
+	reasons := append(d.liveReasons(), d.readyReasons()...)
+	if len(reasons) > 0 {
+		return api.Health{Status: "unhealthy", Reasons: reasons}
+	}
+	return api.Health{Status: "ok"}
+}
+
+// liveReasons is empty while the main loop ticks (/healthz).
+func (d *daemon) liveReasons() []string {
 	d.mu.Lock()
 	last, every := d.lastTick, d.tickEvery
 	d.mu.Unlock()
 	if every > 0 && time.Since(last) > 3*every+5*time.Second {
-		reasons = append(reasons, fmt.Sprintf("main loop stalled: last iteration %s ago", time.Since(last).Round(time.Second)))
+		return []string{fmt.Sprintf("main loop stalled: last iteration %s ago", time.Since(last).Round(time.Second))}
 	}
+	return nil
+}
+
+// readyReasons is empty once every configured registry holds a valid token,
+// and when none is configured (/readyz).
+func (d *daemon) readyReasons() []string {
+	var reasons []string
 	now := time.Now()
-	for _, e := range d.view().entries {
+	for _, e := range d.view().configured() {
 		if e.Credential.Valid(now) {
 			continue
 		}
@@ -129,10 +169,25 @@ func (d *daemon) Health() api.Health {
 		}
 		reasons = append(reasons, fmt.Sprintf("registry %s has no valid token: %s", e.Host.Name, why))
 	}
-	if len(reasons) > 0 {
-		return api.Health{Status: "unhealthy", Reasons: reasons}
+	return reasons
+}
+
+// metricsSource feeds the token metrics from the pipeline in use.
+type metricsSource struct{ d *daemon }
+
+func (m metricsSource) Entries() []tokens.Entry {
+	if p := m.d.currentPipe(); p != nil {
+		return p.agent.Snapshot()
 	}
-	return api.Health{Status: "ok"}
+	return nil
+}
+
+func (m metricsSource) Rearms() int {
+	n := int(m.d.rearmsBefore.Load())
+	if p := m.d.currentPipe(); p != nil && p.watcher != nil {
+		n += p.watcher.Rearms()
+	}
+	return n
 }
 
 func oneLine(s string) string {

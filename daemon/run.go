@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/ecr-node-auth/ecr-node-auth/daemon/api"
 	"github.com/ecr-node-auth/ecr-node-auth/daemon/config"
 	"github.com/ecr-node-auth/ecr-node-auth/daemon/logging"
+	"github.com/ecr-node-auth/ecr-node-auth/daemon/metrics"
 	"github.com/ecr-node-auth/ecr-node-auth/daemon/notify"
 )
 
@@ -63,6 +65,17 @@ type daemon struct {
 	notify  *notify.Notifier
 	server  *api.Server
 	started time.Time
+	metrics *metrics.Metrics
+	mserver *metrics.Server // nil when metricsAddress is "" or busy
+	// metricsNote says why the metrics server is not running (status).
+	metricsNote string
+
+	// cur is the pipeline in use, for the socket's lock-free hot path
+	// (also under mu as pipe).
+	cur atomic.Pointer[pipeline]
+	// rearmsBefore counts the token file re-arms of pipelines replaced by
+	// reloads, so the counter never goes down.
+	rearmsBefore atomic.Int64
 
 	mu         sync.Mutex
 	cfg        *config.Config
@@ -97,6 +110,7 @@ func Run(ctx context.Context, cfgPath string, opts ...Option) error {
 
 	d := &daemon{o: o, cfgPath: cfgPath, log: log, notify: notify.New(), started: time.Now(),
 		cfg: cfg, loadedAt: time.Now(), files: map[string]string{}}
+	d.metrics = metrics.New(metricsSource{d})
 	log.Info("starting ecr-node-auth", zap.String("version", o.version), zap.String("config", cfgPath),
 		zap.String("log_format", format), zap.Int("registries", len(cfg.Registries)),
 		zap.String("certs_dir", cfg.Containerd.CertsDir), zap.String("socket", cfg.Socket))
@@ -121,15 +135,34 @@ func (d *daemon) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	srv, err := api.Listen(d.cfg.Socket, d, d.log)
+	// Installed before the servers answer (the agent starts below).
+	d.mu.Lock()
+	d.pipe = pipe
+	d.mu.Unlock()
+	d.cur.Store(pipe)
+	if d.cfg.MetricsAddress != "" {
+		// Metrics are not worth refusing credentials for: a busy port is
+		// reported (log, status) and the daemon runs without them.
+		ms, err := metrics.Listen(d.cfg.MetricsAddress, d.metrics, metrics.Probes{Live: d.liveReasons, Ready: d.readyReasons}, d.log)
+		if err != nil {
+			d.log.Error("metrics server not started; running without /metrics, /healthz and /readyz", zap.Error(err))
+			d.metricsNote = "metrics server not running: " + err.Error()
+		} else {
+			d.mserver = ms
+			d.log.Info("metrics server listening", zap.String("address", ms.Addr()))
+		}
+	}
+	srv, err := api.ListenWith(d.cfg.Socket, d, api.ServerOptions{
+		Log:      d.log,
+		Policy:   api.DefaultPeerPolicy(d.cfg.SocketGID, d.cfg.SocketGroup),
+		Observer: d.metrics,
+	})
 	if err != nil {
+		d.mserver.Close(context.Background()) //nolint:errcheck
 		pipe.stop()
 		return err
 	}
 	d.server = srv
-	d.mu.Lock()
-	d.pipe = pipe
-	d.mu.Unlock()
 	pipe.start(ctx)
 	d.checkContainerdConfig(d.cfg)
 	d.notify.Ready(d.stateLine())
@@ -199,6 +232,9 @@ func (d *daemon) stop() {
 	defer cancel()
 	if err := d.server.Close(ctx); err != nil {
 		d.log.Warn("closing the socket", zap.Error(err))
+	}
+	if err := d.mserver.Close(ctx); err != nil {
+		d.log.Warn("closing the metrics server", zap.Error(err))
 	}
 	d.mu.Lock()
 	pipe := d.pipe

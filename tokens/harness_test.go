@@ -243,7 +243,18 @@ func waitIdle(t testing.TB, fc *testclock.FakeClock, n func() int) {
 	}
 }
 
-func (h *harness) waitIdle() { h.t.Helper(); waitIdle(h.t, h.clock, h.services) }
+func (h *harness) waitIdle() {
+	h.t.Helper()
+	waitIdle(h.t, h.clock, h.services)
+	// An on-demand host added by Get wakes its service to re-plan its timer.
+	for deadline := time.Now().Add(10 * time.Second); h.agent.replanPending(); {
+		if time.Now().After(deadline) {
+			h.t.Fatal("agent did not re-plan after a wake")
+		}
+		time.Sleep(50 * time.Microsecond)
+	}
+	waitIdle(h.t, h.clock, h.services)
+}
 
 // step advances the fake clock by d and waits for the agent to settle.
 func (h *harness) step(d time.Duration) {

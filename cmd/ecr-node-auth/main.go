@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 
 	"github.com/ecr-node-auth/ecr-node-auth/daemon"
@@ -22,20 +23,46 @@ var (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(runProgram(os.Args, os.Stdin, os.Stdout, os.Stderr))
 }
 
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage: ecr-node-auth COMMAND [flags]
 
 commands:
-  run       run the daemon
-  status    show registries, token expiry and errors (never a secret)
-  version   print version, commit and Go version
+  run                   run the daemon
+  status                show registries, token expiry and errors (never a secret)
+  kubelet-plugin        the kubelet's exec credential provider (request on stdin, response on stdout)
+  credential-helper     the docker credential helper: credential-helper get|list|store|erase
+                        (also when this binary is run as `+helperName+`)
+  print-kubelet-config  print the kubelet's CredentialProviderConfig for this plugin
+  setup-containerd      make containerd's config read the certs dir (checked edit, backup; --restart)
+  trust-policy          print the IAM role trust policy for the node's service account
+  version               print version, commit and Go version
+  help                  show this text
+
+Run "ecr-node-auth COMMAND -h" for a command's flags.
 `)
 }
 
+// runProgram runs the binary with its whole argv: under the docker helper's
+// name (a symlink) it is the helper, else argv[1] names the command.
+func runProgram(argv []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(argv) > 0 && filepath.Base(argv[0]) == helperName {
+		return credentialHelperCmd(helperName, argv[1:], stdin, stdout, stderr)
+	}
+	if len(argv) == 0 {
+		argv = []string{"ecr-node-auth"}
+	}
+	return runIO(argv[1:], stdin, stdout, stderr)
+}
+
+// run runs a command with the process's stdin.
 func run(args []string, stdout, stderr io.Writer) int {
+	return runIO(args, os.Stdin, stdout, stderr)
+}
+
+func runIO(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		usage(stderr)
 		return 2
@@ -51,6 +78,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runCmd(args[1:], stderr)
 	case "status":
 		return statusCmd(args[1:], stdout, stderr)
+	case "kubelet-plugin":
+		return kubeletPluginCmd(args[1:], stdin, stdout, stderr)
+	case "credential-helper":
+		return credentialHelperCmd("ecr-node-auth credential-helper", args[1:], stdin, stdout, stderr)
+	case "print-kubelet-config":
+		return printKubeletConfigCmd(args[1:], stdout, stderr)
+	case "setup-containerd":
+		return setupContainerdCmd(args[1:], stdout, stderr)
+	case "trust-policy":
+		return trustPolicyCmd(args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "ecr-node-auth: unknown command %q\n", args[0])
 	usage(stderr)

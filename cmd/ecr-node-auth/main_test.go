@@ -13,20 +13,6 @@ import (
 	"github.com/ecr-node-auth/ecr-node-auth/daemon/api"
 )
 
-type provider struct{ st api.Status }
-
-func (p provider) Status() api.Status { return p.st }
-func (p provider) Health() api.Health { return api.Health{Status: "ok"} }
-
-func shortDir(t *testing.T) string {
-	dir, err := os.MkdirTemp("", "cli")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
-
 func TestUsageErrors(t *testing.T) {
 	t.Setenv(api.EnvSocket, "")
 	missing := filepath.Join(shortDir(t), "none.sock")
@@ -72,7 +58,7 @@ func TestStatusOutput(t *testing.T) {
 	}
 	dir := shortDir(t)
 	sock := filepath.Join(dir, "auth.sock")
-	srv, err := api.Listen(sock, provider{st}, nil)
+	srv, err := api.Listen(sock, &stubDaemon{st: st}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

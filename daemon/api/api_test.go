@@ -2,12 +2,14 @@ package api
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,10 +23,42 @@ const secret = "s3cr3t-PASSWORD-do-not-leak"
 type fakeProvider struct {
 	status Status
 	health Health
+	creds  map[string]Credentials // by image
+	regs   []string
+	// last request seen by WorkloadCredentials
+	mu      sync.Mutex
+	lastReq WorkloadRequest
 }
 
 func (f *fakeProvider) Status() Status { return f.status }
 func (f *fakeProvider) Health() Health { return f.health }
+
+func (f *fakeProvider) Credentials(_ context.Context, image string) (Credentials, error) {
+	if image == "ghcr.io/a/b" {
+		return Credentials{}, Errorf(CodeNotECR, "%q is not an Amazon ECR registry", "ghcr.io")
+	}
+	if image == "boom" {
+		return Credentials{}, errors.New("internal trouble")
+	}
+	c, ok := f.creds[image]
+	if !ok {
+		return Credentials{}, Errorf(CodeNotReady, "no usable ECR token for %s: AccessDenied", image)
+	}
+	return c, nil
+}
+
+func (f *fakeProvider) WorkloadCredentials(ctx context.Context, r WorkloadRequest) (Credentials, error) {
+	f.mu.Lock()
+	f.lastReq = r
+	f.mu.Unlock()
+	c, err := f.Credentials(ctx, r.Image)
+	if err == nil && r.ServiceAccountAnnotations["eks.amazonaws.com/role-arn"] != "" {
+		c.Source = SourceWorkload
+	}
+	return c, err
+}
+
+func (f *fakeProvider) Registries() []string { return f.regs }
 
 // sockPath is short enough for sun_path (108 bytes).
 func sockPath(t *testing.T) string {
@@ -150,7 +184,8 @@ func TestSocketModeAndRoutes(t *testing.T) {
 	if _, err := os.Lstat(path); !os.IsNotExist(err) {
 		t.Errorf("socket file left after Close: %v", err)
 	}
-	if _, err := c.Status(ctx); err == nil || err.Error() != "cannot reach ecr-node-auth at "+path+": is the daemon running? (systemctl status ecr-node-auth)" {
+	if _, err := c.Status(ctx); err == nil || !errors.Is(err, ErrDaemonUnreachable) ||
+		!strings.HasPrefix(err.Error(), "cannot reach ecr-node-auth at "+path+": is the daemon running? (systemctl status ecr-node-auth)") {
 		t.Errorf("after close: %v", err)
 	}
 }

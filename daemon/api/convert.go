@@ -14,6 +14,7 @@ func RegistryFrom(e tokens.Entry, now time.Time) Registry {
 	r := Registry{
 		Host:        e.Host.Name,
 		Region:      e.Host.Region,
+		OnDemand:    e.OnDemand,
 		Valid:       e.Credential.Valid(now),
 		LastRefresh: e.LastRefresh,
 		NextRefresh: e.NextRefresh,

@@ -9,9 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
+	"os/user"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/ecr-node-auth/ecr-node-auth/tokens/ecrhost"
@@ -29,6 +32,9 @@ const (
 	DefaultSocket     = "/run/ecr-node-auth/auth.sock"
 	DefaultLogLevel   = "info"
 	DefaultLogFormat  = "auto"
+	// DefaultMetricsAddress serves /healthz, /readyz and /metrics on
+	// loopback only; "" in the file turns the server off.
+	DefaultMetricsAddress = "127.0.0.1:9469"
 )
 
 // Config is a parsed, validated config file.
@@ -41,6 +47,18 @@ type Config struct {
 	Containerd Containerd
 	Socket     string
 	Log        Log
+
+	// SocketGroup is the group (name or numeric gid, as written) whose
+	// members may also use the socket ("" = root and the daemon's user
+	// only); SocketGID is its gid (-1 when SocketGroup is "").
+	SocketGroup string
+	SocketGID   int
+	// LearnRegistries: ECR hosts first asked for on the socket (on-demand)
+	// also get certs.d/<host>/hosts.toml.
+	LearnRegistries bool
+	// MetricsAddress is host:port of the /healthz, /readyz and /metrics
+	// server ("" = off).
+	MetricsAddress string
 
 	// STSRegion is the region for STS: awsECR.region, else AWS_REGION, else
 	// the first registry's region; "" if none of them is set.
@@ -98,10 +116,12 @@ type Log struct {
 // Default returns the config used when every key is left out.
 func Default() *Config {
 	return &Config{
-		Identity:   Identity{TokenFile: DefaultTokenFile, Audience: DefaultAudience},
-		Containerd: Containerd{CertsDir: DefaultCertsDir, ConfigFile: DefaultConfigFile},
-		Socket:     DefaultSocket,
-		Log:        Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
+		Identity:       Identity{TokenFile: DefaultTokenFile, Audience: DefaultAudience},
+		Containerd:     Containerd{CertsDir: DefaultCertsDir, ConfigFile: DefaultConfigFile},
+		Socket:         DefaultSocket,
+		Log:            Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
+		SocketGID:      -1,
+		MetricsAddress: DefaultMetricsAddress,
 	}
 }
 
@@ -141,12 +161,17 @@ func Parse(name string, data []byte) (*Config, error) {
 }
 
 // roleARNRe is an IAM role ARN: arn:<partition>:iam::<account>:role/<path/name>.
-var roleARNRe = regexp.MustCompile(`^arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):iam::([0-9]{12}):role/([\w+=,.@/-]{1,512})$`)
+// The name's length (at most 512) is checked apart: a bounded repeat makes
+// the regexp costly to compile, and every exec of the kubelet plugin pays
+// that at start.
+var roleARNRe = regexp.MustCompile(`^arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):iam::([0-9]{12}):role/([\w+=,.@/-]+)$`)
+
+const maxRoleNameLen = 512
 
 var regionRe = regexp.MustCompile(`^[a-z]{2,4}(-[a-z]+)+-[0-9]+$`)
 
 func checkRoleARN(arn string) error {
-	if roleARNRe.MatchString(arn) && !strings.HasSuffix(arn, "/") {
+	if m := roleARNRe.FindStringSubmatch(arn); m != nil && len(m[3]) <= maxRoleNameLen && !strings.HasSuffix(arn, "/") {
 		return nil
 	}
 	switch {
@@ -163,6 +188,46 @@ func checkRoleARN(arn string) error {
 func checkAbs(p string) error {
 	if !filepath.IsAbs(p) {
 		return fmt.Errorf("%q must be an absolute path", p)
+	}
+	return nil
+}
+
+// lookupGroup resolves a group name or numeric gid; a variable so tests can
+// stub the system's group database.
+var lookupGroup = func(s string) (int, error) {
+	if n, err := strconv.Atoi(s); err == nil {
+		if n < 0 {
+			return 0, fmt.Errorf("%q is not a valid gid", s)
+		}
+		if _, err := user.LookupGroupId(s); err != nil {
+			return 0, fmt.Errorf("group id %d does not exist on this node (%v)", n, err)
+		}
+		return n, nil
+	}
+	g, err := user.LookupGroup(s)
+	if err != nil {
+		return 0, fmt.Errorf("group %q does not exist on this node; create it (groupadd %s) or fix the name", s, s)
+	}
+	n, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return 0, fmt.Errorf("group %q has a non-numeric gid %q", s, g.Gid)
+	}
+	return n, nil
+}
+
+// checkHostPort validates a listen address host:port (host may be empty
+// for every interface, a name, or an IP; IPv6 in brackets).
+func checkHostPort(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port (e.g. 127.0.0.1:9469, [::1]:9469, :9469): %v", s, errors.Unwrap(err))
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q: port %q is not a number from 0 to 65535", s, port)
+	}
+	if strings.ContainsAny(host, "/ ") {
+		return fmt.Errorf("%q: %q is not a host name or IP address", s, host)
 	}
 	return nil
 }

@@ -160,11 +160,25 @@ func TestParseBad(t *testing.T) {
 		want []string // every string must be in the error
 	}{
 		{"unknown top key", "socket: /tmp/s\nregsitries: []\n",
-			[]string{`config.yaml:2: unknown key "regsitries" (known: awsECR, containerd, identity, log, registries, socket)`}},
+			[]string{`config.yaml:2: unknown key "regsitries" (known: awsECR, containerd, identity, learnRegistries, log, metricsAddress, registries, socket, socketGroup)`}},
 		{"unknown nested key", "awsECR:\n  roleARN: x\n",
 			[]string{`config.yaml:2: unknown key "awsECR.roleARN" (known: region, roleArn)`}},
 		{"later key", "\n\nmirrors: []\n",
 			[]string{`config.yaml:3: key "mirrors" is not supported by this version`}},
+		{"publicECR still refused", "publicECR: true\n",
+			[]string{`config.yaml:1: key "publicECR" is not supported by this version`}},
+		{"socketGroup unknown", "\nsocketGroup: no-such-group-xyz\n",
+			[]string{`config.yaml:2: socketGroup: group "no-such-group-xyz" does not exist on this node`}},
+		{"socketGroup unknown gid", "socketGroup: \"987654\"\n",
+			[]string{`config.yaml:1: socketGroup: group id 987654 does not exist on this node`}},
+		{"socketGroup number", "socketGroup: 0\n",
+			[]string{`config.yaml:1: socketGroup: expected a string, got the number 0 (quote it if it is meant as text)`}},
+		{"learnRegistries not bool", "learnRegistries: yes please\n",
+			[]string{`config.yaml:1: learnRegistries: expected true or false, got the string "yes please"`}},
+		{"metricsAddress no port", "metricsAddress: 127.0.0.1\n",
+			[]string{`config.yaml:1: metricsAddress: "127.0.0.1" is not host:port`}},
+		{"metricsAddress bad port", "metricsAddress: 127.0.0.1:99999\n",
+			[]string{`config.yaml:1: metricsAddress: "127.0.0.1:99999": port "99999" is not a number from 0 to 65535`}},
 		{"repeated key", "socket: /a\nsocket: /b\n",
 			[]string{`config.yaml:2: key "socket" is repeated (first at line 1)`}},
 		{"wrong type: number", "identity:\n  audience: 12\n",
@@ -201,6 +215,8 @@ func TestParseBad(t *testing.T) {
 			[]string{`config.yaml:2: awsECR.roleArn: "arn:aws:iam::111122223333:user/bob" is not an IAM role ARN`}},
 		{"role ARN short account", "awsECR:\n  roleArn: arn:aws:iam::1111:role/r\n",
 			[]string{`config.yaml:2: awsECR.roleArn: "arn:aws:iam::1111:role/r" is not a valid IAM role ARN`}},
+		{"role name over 512 characters", "awsECR:\n  roleArn: arn:aws:iam::111122223333:role/" + strings.Repeat("r", 513) + "\n",
+			[]string{`config.yaml:2: awsECR.roleArn: "arn:aws:iam::111122223333:role/` + strings.Repeat("r", 513) + `" is not a valid IAM role ARN`}},
 		{"role ARN not an ARN", "awsECR:\n  roleArn: my-role\n",
 			[]string{`config.yaml:2: awsECR.roleArn: "my-role" is not an ARN`}},
 		{"partition mismatch", "awsECR:\n  roleArn: arn:aws:iam::111122223333:role/r\nregistries:\n  - " + useast + "\n  - " + cn + "\n",
@@ -254,5 +270,36 @@ func TestLoad(t *testing.T) {
 	}
 	if _, err := Load(missing); err == nil || !strings.HasPrefix(err.Error(), missing+":1: unknown key") {
 		t.Errorf("bad file: %v", err)
+	}
+}
+
+func TestSocketAndMetricsKeys(t *testing.T) {
+	tests := []struct {
+		name    string
+		yaml    string
+		group   string
+		gid     int
+		learn   bool
+		metrics string
+	}{
+		{"defaults", "", "", -1, false, DefaultMetricsAddress},
+		{"group by name", "socketGroup: root\n", "root", 0, false, DefaultMetricsAddress},
+		{"group by gid", "socketGroup: \"0\"\n", "0", 0, false, DefaultMetricsAddress},
+		{"learn", "learnRegistries: true\n", "", -1, true, DefaultMetricsAddress},
+		{"metrics off", "metricsAddress: \"\"\n", "", -1, false, ""},
+		{"metrics null keeps default", "metricsAddress:\n", "", -1, false, DefaultMetricsAddress},
+		{"metrics ipv6", "metricsAddress: \"[::1]:9100\"\n", "", -1, false, "[::1]:9100"},
+		{"metrics all interfaces", "metricsAddress: \":9100\"\n", "", -1, false, ":9100"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse("config.yaml", []byte(tt.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.SocketGroup != tt.group || c.SocketGID != tt.gid || c.LearnRegistries != tt.learn || c.MetricsAddress != tt.metrics {
+				t.Errorf("got group=%q gid=%d learn=%v metrics=%q", c.SocketGroup, c.SocketGID, c.LearnRegistries, c.MetricsAddress)
+			}
+		})
 	}
 }

@@ -13,7 +13,6 @@ import (
 // laterKeys are in design.md's schema but not read by this version yet; they
 // get a clearer message than a typo would.
 var laterKeys = map[string]bool{
-	"socketGroup": true, "learnRegistries": true, "metricsAddress": true,
 	"mirrors": true, "publicECR": true,
 }
 
@@ -62,6 +61,27 @@ func (d *decoder) decode(data []byte, c *Config) {
 			})
 		},
 		"socket": d.str("socket", &c.Socket, checkAbs),
+		"socketGroup": func(n *yaml.Node) {
+			d.str("socketGroup", &c.SocketGroup, nil)(n)
+			if c.SocketGroup == "" {
+				return
+			}
+			gid, err := lookupGroup(c.SocketGroup)
+			if err != nil {
+				d.errf(n, "socketGroup: %v", err)
+				c.SocketGroup = ""
+				return
+			}
+			c.SocketGID = gid
+		},
+		"learnRegistries": d.boolean("learnRegistries", &c.LearnRegistries),
+		"metricsAddress": func(n *yaml.Node) {
+			if n.Kind == yaml.ScalarNode && n.Tag == "!!str" && n.Value == "" {
+				c.MetricsAddress = "" // an explicit "" turns the server off
+				return
+			}
+			d.str("metricsAddress", &c.MetricsAddress, checkHostPort)(n)
+		},
 		"log": func(n *yaml.Node) {
 			d.mapping(n, "log", map[string]func(*yaml.Node){
 				"level":  d.str("log.level", &c.Log.Level, oneOf("debug", "info", "warn", "error")),
@@ -132,6 +152,26 @@ func (d *decoder) str(path string, dst *string, check func(string) error) func(*
 			}
 		}
 		*dst = n.Value
+	}
+}
+
+// boolean returns a field decoder for a YAML boolean (true/false); null
+// keeps the default.
+func (d *decoder) boolean(path string, dst *bool) func(*yaml.Node) {
+	return func(n *yaml.Node) {
+		if n.Tag == "!!null" {
+			return
+		}
+		if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" {
+			d.errf(n, "%s: expected true or false, got %s", path, describe(n))
+			return
+		}
+		var b bool
+		if err := n.Decode(&b); err != nil {
+			d.errf(n, "%s: %v", path, err)
+			return
+		}
+		*dst = b
 	}
 }
 

@@ -85,7 +85,12 @@ type Token struct {
 func (t Token) Raw() string { return t.raw }
 
 // String describes the token by its claims, never its value.
-func (t Token) String() string { return "token(" + t.Path + ": " + t.Claims.String() + ")" }
+func (t Token) String() string {
+	if t.Path == "" {
+		return "token(" + t.Claims.String() + ")"
+	}
+	return "token(" + t.Path + ": " + t.Claims.String() + ")"
+}
 
 // GoString keeps %#v from printing the raw value.
 func (t Token) GoString() string { return t.String() }
@@ -121,6 +126,48 @@ func ReadToken(path string, now time.Time) (Token, error) {
 	return parseToken(path, content, now)
 }
 
+// ParseToken decodes a web identity token held in memory (the
+// serviceAccountToken of a kubelet credential provider request), with the
+// same checks as ReadToken: an empty, malformed or expired token is an error
+// (a *TokenError without Path), and none of them holds the token.
+func ParseToken(raw string, now time.Time) (Token, error) {
+	return parse(memOrigin{}, []byte(raw), now)
+}
+
+// origin words the errors about a token for where it came from.
+type origin interface {
+	path() string
+	malformed(why string) string
+	empty(what string) string
+	expired(exp string, c Claims) string
+}
+
+type fileOrigin string
+
+func (f fileOrigin) path() string { return string(f) }
+func (f fileOrigin) malformed(why string) string {
+	return fmt.Sprintf("web identity token file %s is malformed: %s; it must hold exactly one compact JWT as written by the kubelet's projected volume (check that nothing else writes to the file)", f, why)
+}
+func (f fileOrigin) empty(what string) string {
+	return fmt.Sprintf("web identity token file %s %s (a write may be in progress); it will be re-read shortly", f, what)
+}
+func (f fileOrigin) expired(exp string, c Claims) string {
+	return fmt.Sprintf("web identity token expired at %s; waiting for kubelet rotation (file %s, %s); if this persists, check that the kubelet can reach the API server", exp, f, c)
+}
+
+type memOrigin struct{}
+
+func (memOrigin) path() string { return "" }
+func (memOrigin) malformed(why string) string {
+	return fmt.Sprintf("service account token is malformed: %s; it must be one compact JWT as issued by the API server", why)
+}
+func (memOrigin) empty(what string) string {
+	return fmt.Sprintf("service account token %s; the kubelet sends one when the credential provider is configured with tokenAttributes", what)
+}
+func (memOrigin) expired(exp string, c Claims) string {
+	return fmt.Sprintf("service account token expired at %s (%s); the kubelet should send a fresh token; check the node's clock", exp, c)
+}
+
 func readLimited(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -150,16 +197,18 @@ func missingError(path string, err error) *TokenError {
 	}
 }
 
-func malformed(path, why string) *TokenError {
-	return &TokenError{
-		Kind: ErrTokenMalformed, Path: path,
-		Detail: fmt.Sprintf("web identity token file %s is malformed: %s; it must hold exactly one compact JWT as written by the kubelet's projected volume (check that nothing else writes to the file)", path, why),
-	}
+func malformed(o origin, why string) *TokenError {
+	return &TokenError{Kind: ErrTokenMalformed, Path: o.path(), Detail: o.malformed(why)}
 }
 
 func parseToken(path string, content []byte, now time.Time) (Token, error) {
+	return parse(fileOrigin(path), content, now)
+}
+
+func parse(o origin, content []byte, now time.Time) (Token, error) {
+	path := o.path()
 	if len(content) > maxTokenSize {
-		return Token{}, malformed(path, fmt.Sprintf("larger than %d bytes", maxTokenSize))
+		return Token{}, malformed(o, fmt.Sprintf("larger than %d bytes", maxTokenSize))
 	}
 	trimmed := bytes.TrimSpace(content)
 	if len(trimmed) == 0 {
@@ -167,37 +216,34 @@ func parseToken(path string, content []byte, now time.Time) (Token, error) {
 		if len(content) > 0 {
 			what = "holds only whitespace"
 		}
-		return Token{}, &TokenError{
-			Kind: ErrTokenEmpty, Path: path,
-			Detail: fmt.Sprintf("web identity token file %s %s (a write may be in progress); it will be re-read shortly", path, what),
-		}
+		return Token{}, &TokenError{Kind: ErrTokenEmpty, Path: path, Detail: o.empty(what)}
 	}
 	if i := bytes.IndexFunc(trimmed, isSpace); i >= 0 {
-		return Token{}, malformed(path, fmt.Sprintf("%d bytes of trailing data after the JWT", len(trimmed)-i))
+		return Token{}, malformed(o, fmt.Sprintf("%d bytes of trailing data after the JWT", len(trimmed)-i))
 	}
 	parts := strings.Split(string(trimmed), ".")
 	if len(parts) != 3 {
-		return Token{}, malformed(path, fmt.Sprintf("%d dot-separated parts, a JWT has 3", len(parts)))
+		return Token{}, malformed(o, fmt.Sprintf("%d dot-separated parts, a JWT has 3", len(parts)))
 	}
 	names := [3]string{"header", "payload", "signature"}
 	var decoded [3][]byte
 	for i, p := range parts {
 		if p == "" {
-			return Token{}, malformed(path, "empty JWT "+names[i])
+			return Token{}, malformed(o, "empty JWT "+names[i])
 		}
 		b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(p, "="))
 		if err != nil {
-			return Token{}, malformed(path, "JWT "+names[i]+" is not base64url")
+			return Token{}, malformed(o, "JWT "+names[i]+" is not base64url")
 		}
 		decoded[i] = b
 	}
 	var header map[string]any
 	if err := json.Unmarshal(decoded[0], &header); err != nil {
-		return Token{}, malformed(path, "JWT header is not a JSON object")
+		return Token{}, malformed(o, "JWT header is not a JSON object")
 	}
 	var rc jwt.RegisteredClaims
 	if err := json.Unmarshal(decoded[1], &rc); err != nil {
-		return Token{}, malformed(path, "JWT payload is not a JSON object with standard claims")
+		return Token{}, malformed(o, "JWT payload is not a JSON object with standard claims")
 	}
 	claims := Claims{Issuer: rc.Issuer, Audience: []string(rc.Audience), Subject: rc.Subject}
 	if rc.ExpiresAt != nil {
@@ -209,8 +255,7 @@ func parseToken(path string, content []byte, now time.Time) (Token, error) {
 	if !claims.ExpiresAt.IsZero() && !now.Before(claims.ExpiresAt) {
 		return Token{}, &TokenError{
 			Kind: ErrTokenExpired, Path: path, Claims: claims,
-			Detail: fmt.Sprintf("web identity token expired at %s; waiting for kubelet rotation (file %s, %s); if this persists, check that the kubelet can reach the API server",
-				claims.ExpiresAt.UTC().Format(time.RFC3339), path, claims),
+			Detail: o.expired(claims.ExpiresAt.UTC().Format(time.RFC3339), claims),
 		}
 	}
 	return Token{raw: string(trimmed), Path: path, Claims: claims}, nil

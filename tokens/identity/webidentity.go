@@ -75,8 +75,13 @@ type Source interface {
 type Options struct {
 	STS         STSAPI
 	RoleARN     string
-	SessionName string        // see SessionName; default "ecr-node-auth"
-	TokenFile   string        // the projected service-account token
+	SessionName string // see SessionName; default "ecr-node-auth"
+	TokenFile   string // the projected service-account token
+	// TokenSource, if set, supplies the token instead of TokenFile (for a
+	// token received in memory; see ParseToken). It is called for each STS
+	// call and must return a token ParseToken or ReadToken validated, or a
+	// *TokenError.
+	TokenSource func() (Token, error)
 	Audience    string        // expected aud, checked before calling STS; default DefaultAudience
 	Duration    time.Duration // DurationSeconds asked of STS; default DefaultDuration (see there)
 	CallTimeout time.Duration // bound of one STS call shared by concurrent callers; default DefaultCallTimeout
@@ -124,7 +129,7 @@ func NewWebIdentity(o Options) (*WebIdentity, error) {
 	if o.RoleARN == "" {
 		return nil, errors.New("identity: web identity needs a role ARN (awsECR.roleArn)")
 	}
-	if o.TokenFile == "" {
+	if o.TokenFile == "" && o.TokenSource == nil {
 		return nil, errors.New("identity: web identity needs a token file (identity.tokenFile)")
 	}
 	if o.SessionName == "" {
@@ -213,7 +218,7 @@ func (w *WebIdentity) cached(now time.Time) (c aws.Credentials, ok bool, gen int
 // returns the cached credentials if they have not expired.
 func (w *WebIdentity) refresh(ctx context.Context) (aws.Credentials, error) {
 	now := w.o.Clock.Now()
-	tok, err := ReadToken(w.o.TokenFile, now)
+	tok, err := w.token(now)
 	if err != nil {
 		var te *TokenError
 		if errors.As(err, &te) && !te.Claims.isZero() {
@@ -302,13 +307,21 @@ func (w *WebIdentity) fail(now time.Time, c *refresh.Classified) (aws.Credential
 // if the last refresh failed, lets the next Retrieve call STS without waiting
 // for the backoff, so a fixed token recovers at once.
 func (w *WebIdentity) TokenChanged() {
-	if tok, err := ReadToken(w.o.TokenFile, w.o.Clock.Now()); err == nil {
+	if tok, err := w.token(w.o.Clock.Now()); err == nil {
 		w.setClaims(tok.Claims)
 		w.checkAudience(tok)
 	}
 	w.mu.Lock()
 	w.retryAt = time.Time{}
 	w.mu.Unlock()
+}
+
+// token reads the token from TokenSource, else TokenFile.
+func (w *WebIdentity) token(now time.Time) (Token, error) {
+	if w.o.TokenSource != nil {
+		return w.o.TokenSource()
+	}
+	return ReadToken(w.o.TokenFile, now)
 }
 
 // Status reports the provider's state; it holds no secret.
