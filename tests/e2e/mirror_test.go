@@ -87,7 +87,6 @@ func newMirrorDaemon(w *world) *harness.Daemon {
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	off := ""
 	cfg := harness.DaemonConfig{
 		RoleArn:          fakeaws.DefaultRoleARN,
 		Region:           region,
@@ -97,7 +96,7 @@ func newMirrorDaemon(w *world) *harness.Daemon {
 		CertsDir:         w.certsDir,
 		ContainerdConfig: w.ctr.ConfigFile,
 		Socket:           filepath.Join(ddir, "auth.sock"),
-		MetricsAddress:   &off,
+		MetricsAddress:   &noMetrics,
 	}
 	env := w.fake.Env()
 	env["AWS_REGION"] = region
