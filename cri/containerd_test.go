@@ -114,6 +114,70 @@ func TestContainerdLoadsRenderedFile(t *testing.T) {
 	}
 }
 
+// TestContainerdLoadsMirror loads the pull-through cache form with
+// containerd's loader: the cache first, at its path as written
+// (override_path: no second /v2), with pull|resolve and the header; then the
+// upstream as containerd itself names it, without the header or the CA, so
+// the ECR token never goes to the upstream.
+func TestContainerdLoadsMirror(t *testing.T) {
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	writeCA(t, ca)
+	tests := []struct {
+		name         string
+		h            HostConfig
+		wantHost     string // the cache: scheme https, Path /v2/<prefix>
+		wantPath     string
+		wantFallback string
+	}{
+		{"docker hub", HostConfig{Host: "docker.io", Authorization: fakeAuth, Mirror: &Mirror{ECRHost: mirrorECR, Prefix: "docker-hub"}},
+			mirrorECR, "/v2/docker-hub", "registry-1.docker.io"},
+		{"nested prefix, endpoint and ca", HostConfig{Host: "ghcr.io", Endpoint: "https://127.0.0.1:5443", CA: ca, Authorization: fakeAuth,
+			Mirror: &Mirror{ECRHost: mirrorECR, Prefix: "cache/ghcr"}},
+			"127.0.0.1:5443", "/v2/cache/ghcr", "ghcr.io"},
+		{"upstream with port", HostConfig{Host: "registry.local:5000", Authorization: fakeAuth, Mirror: &Mirror{ECRHost: mirrorECR, Prefix: "local"}},
+			mirrorECR, "/v2/local", "registry.local:5000"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			w := NewWriter(dir, nil)
+			if _, err := w.Write(tt.h); err != nil {
+				t.Fatal(err)
+			}
+			hosts, err := loadHosts(t, dir, tt.h.Host)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(hosts) != 2 {
+				t.Fatalf("containerd loaded %d hosts, want the cache and the upstream: %+v", len(hosts), hosts)
+			}
+			c := hosts[0]
+			if c.Scheme != "https" || c.Host != tt.wantHost || c.Path != tt.wantPath {
+				t.Errorf("cache = %s://%s%s, want https://%s%s", c.Scheme, c.Host, c.Path, tt.wantHost, tt.wantPath)
+			}
+			if want := docker.HostCapabilityPull | docker.HostCapabilityResolve; c.Capabilities != want {
+				t.Errorf("cache capabilities = %b, want pull|resolve = %b", c.Capabilities, want)
+			}
+			if a := c.Header.Values("Authorization"); len(a) != 1 || a[0] != fakeAuth {
+				t.Errorf("cache Authorization header not loaded as written (%d values)", len(a))
+			}
+			if tt.h.CA != "" {
+				tr, ok := c.Client.Transport.(*http.Transport)
+				if !ok || tr.TLSClientConfig == nil || tr.TLSClientConfig.RootCAs == nil {
+					t.Errorf("containerd did not load the CA into the cache's TLS config")
+				}
+			}
+			up := hosts[1]
+			if up.Scheme != "https" || up.Host != tt.wantFallback || up.Path != "/v2" {
+				t.Errorf("fallback = %s://%s%s, want https://%s/v2", up.Scheme, up.Host, up.Path, tt.wantFallback)
+			}
+			if len(up.Header.Values("Authorization")) != 0 {
+				t.Errorf("the upstream fallback carries the ECR Authorization header")
+			}
+		})
+	}
+}
+
 // TestContainerdReadsCA proves containerd parses our `ca` key: a missing
 // bundle fails the whole lookup and names the path.
 func TestContainerdReadsCA(t *testing.T) {

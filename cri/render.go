@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -30,12 +31,43 @@ type HostConfig struct {
 	// Authorization is the header value "Basic <base64 AWS:token>". Secret:
 	// it is never put in an error or a log line.
 	Authorization string
+	// Mirror, when set, makes this an ECR pull-through cache for Host (the
+	// upstream, e.g. docker.io): containerd asks the cache first, with the
+	// header, then falls back to the upstream itself, without it. Endpoint
+	// and CA then belong to the cache.
+	Mirror *Mirror
 }
+
+// Mirror is the ECR side of a pull-through cache.
+type Mirror struct {
+	// ECRHost is the ECR registry holding the cache; containerd connects to
+	// it unless Endpoint is set.
+	ECRHost string
+	// Prefix is the cache rule's repository prefix, e.g. docker-hub:
+	// <Host>/library/alpine is served as <ECRHost>/docker-hub/library/alpine.
+	Prefix string
+}
+
+// upstreamServer is the URL containerd itself uses for host: Docker Hub's
+// images are named docker.io but served by registry-1.docker.io.
+func upstreamServer(host string) string {
+	if host == "docker.io" {
+		return "https://registry-1.docker.io"
+	}
+	return "https://" + host
+}
+
+// mirrorPrefixRe is an OCI repository name (lower-case components joined
+// by '/'); it becomes part of a URL path containerd uses as written.
+var mirrorPrefixRe = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
 
 // URL is the server URL containerd is told to use: the endpoint (scheme and
 // host only) if set, else https://<Host>. Call Validate first.
 func (h HostConfig) URL() string {
 	if h.Endpoint == "" {
+		if h.Mirror != nil {
+			return "https://" + h.Mirror.ECRHost
+		}
 		return "https://" + h.Host
 	}
 	u, err := url.Parse(h.Endpoint)
@@ -50,6 +82,17 @@ func (h HostConfig) URL() string {
 func (h HostConfig) Validate() error {
 	if err := ValidateHost(h.Host); err != nil {
 		return err
+	}
+	if m := h.Mirror; m != nil {
+		if err := ValidateHost(m.ECRHost); err != nil {
+			return fmt.Errorf("mirror for %s: ECR %w", h.Host, err)
+		}
+		if m.ECRHost == h.Host {
+			return fmt.Errorf("mirror for %s: the ECR host is the upstream itself", h.Host)
+		}
+		if !mirrorPrefixRe.MatchString(m.Prefix) {
+			return fmt.Errorf("mirror for %s: repository prefix %q is not a repository name (lower-case a-z, 0-9, '.', '_', '-', components joined by '/')", h.Host, m.Prefix)
+		}
 	}
 	scheme := "https"
 	if h.Endpoint != "" {
@@ -212,6 +255,9 @@ func Render(h HostConfig) ([]byte, error) {
 	if err := h.Validate(); err != nil {
 		return nil, err
 	}
+	if h.Mirror != nil {
+		return renderMirror(h), nil
+	}
 	u := quote(h.URL())
 	var b strings.Builder
 	b.Grow(320 + len(h.Authorization) + len(h.CA))
@@ -238,6 +284,39 @@ func Render(h HostConfig) ([]byte, error) {
 	b.WriteString(quote(h.Authorization))
 	b.WriteString("]\n")
 	return []byte(b.String()), nil
+}
+
+// renderMirror writes the pull-through cache form (case 24): the upstream
+// stays as server, the fallback, and gets neither the header nor the CA;
+// the host table names the cache's path with override_path, because
+// containerd would otherwise append a second /v2 to a host URL with a path.
+func renderMirror(h HostConfig) []byte {
+	u := quote(h.URL() + "/v2/" + h.Mirror.Prefix)
+	var b strings.Builder
+	b.Grow(360 + len(h.Authorization) + len(h.CA))
+	b.WriteString(Marker)
+	b.WriteString("\n# Pull-through cache: ")
+	b.WriteString(h.Host)
+	b.WriteString(" is served by ")
+	b.WriteString(h.Mirror.ECRHost)
+	b.WriteString("/")
+	b.WriteString(h.Mirror.Prefix)
+	b.WriteString(", then by the upstream itself.\nserver = ")
+	b.WriteString(quote(upstreamServer(h.Host)))
+	b.WriteString("\n\n[host.")
+	b.WriteString(u)
+	b.WriteString("]\n  capabilities = [\"pull\", \"resolve\"]\n  override_path = true\n")
+	if h.CA != "" {
+		b.WriteString("  ca = ")
+		b.WriteString(quote(h.CA))
+		b.WriteString("\n")
+	}
+	b.WriteString("  [host.")
+	b.WriteString(u)
+	b.WriteString(".header]\n    Authorization = [")
+	b.WriteString(quote(h.Authorization))
+	b.WriteString("]\n")
+	return []byte(b.String())
 }
 
 // quote returns s as a TOML basic string. Inputs are validated UTF-8; only

@@ -17,6 +17,8 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden from Render")
 const (
 	fakeAuth = "Basic QVdTOmV4YW1wbGU="
 	ecrHost  = "111122223333.dkr.ecr.us-east-1.amazonaws.com"
+	// mirrorECR holds the pull-through caches in these tests.
+	mirrorECR = "111122223333.dkr.ecr.eu-west-1.amazonaws.com"
 )
 
 func TestRenderGolden(t *testing.T) {
@@ -27,6 +29,9 @@ func TestRenderGolden(t *testing.T) {
 		{"plain", HostConfig{Host: ecrHost, Authorization: fakeAuth}},
 		{"endpoint", HostConfig{Host: ecrHost, Endpoint: "https://127.0.0.1:5443", Authorization: fakeAuth}},
 		{"endpoint_ca", HostConfig{Host: ecrHost, Endpoint: "https://127.0.0.1:5443/", CA: "/etc/ecr-node-auth/ca.pem", Authorization: fakeAuth}},
+		{"mirror", HostConfig{Host: "docker.io", Authorization: fakeAuth, Mirror: &Mirror{ECRHost: mirrorECR, Prefix: "docker-hub"}}},
+		{"mirror_endpoint_ca", HostConfig{Host: "ghcr.io", Endpoint: "https://127.0.0.1:5443", CA: "/etc/ecr-node-auth/ca.pem", Authorization: fakeAuth,
+			Mirror: &Mirror{ECRHost: mirrorECR, Prefix: "cache/ghcr"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -52,6 +57,10 @@ func TestRenderGolden(t *testing.T) {
 			}
 		})
 	}
+}
+
+func withMirror(upstream, ecr, prefix string) HostConfig {
+	return HostConfig{Host: upstream, Authorization: fakeAuth, Mirror: &Mirror{ECRHost: ecr, Prefix: prefix}}
 }
 
 func TestRenderValidation(t *testing.T) {
@@ -102,6 +111,15 @@ func TestRenderValidation(t *testing.T) {
 		{"auth empty", with(func(h *HostConfig) { h.Authorization = "" }), "authorization header value is empty"},
 		{"auth crlf", with(func(h *HostConfig) { h.Authorization = "Basic c2VjcmV0\r\nX-Evil: 1" }), "offset 14 (value redacted)"},
 		{"auth non-ascii", with(func(h *HostConfig) { h.Authorization = "Basic sécret" }), "non-ASCII"},
+		{"mirror", withMirror("docker.io", mirrorECR, "docker-hub"), ""},
+		{"mirror nested prefix", withMirror("ghcr.io", mirrorECR, "cache/ghcr-io"), ""},
+		{"mirror empty prefix", withMirror("docker.io", mirrorECR, ""), `repository prefix "" is not a repository name`},
+		{"mirror prefix traversal", withMirror("docker.io", mirrorECR, "../x"), `repository prefix "../x" is not a repository name`},
+		{"mirror prefix slash", withMirror("docker.io", mirrorECR, "hub/"), `repository prefix "hub/" is not a repository name`},
+		{"mirror prefix quote", withMirror("docker.io", mirrorECR, `hub"x`), `is not a repository name`},
+		{"mirror bad ECR host", withMirror("docker.io", "a/b", "hub"), `mirror for docker.io: ECR registry host "a/b" contains "/"`},
+		{"mirror of itself", withMirror(mirrorECR, mirrorECR, "hub"), "the ECR host is the upstream itself"},
+		{"mirror bad upstream", withMirror("Docker.io", mirrorECR, "hub"), "must be lower case"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

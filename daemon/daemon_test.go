@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -369,4 +370,117 @@ func TestReadyWithoutSTS(t *testing.T) {
 		t.Errorf("health %+v", hl)
 	}
 	h.stop()
+}
+
+// TestMirrorsWrittenRotatedAndRemoved: a mirror's ECR host is served with the
+// registries (one ECR call per region), its token goes into
+// certs.d/<upstream>/hosts.toml, the file follows a new token, and leaves
+// with the mirror on reload. An ECR host listed only as a cache gets no file
+// of its own.
+func TestMirrorsWrittenRotatedAndRemoved(t *testing.T) {
+	const host1 = "111122223333.dkr.ecr.us-east-1.amazonaws.com"
+	const cacheHost = "444455556666.dkr.ecr.us-east-1.amazonaws.com" // same region: no extra ECR call
+	var password atomic.Value
+	password.Store("first-PASSWORD")
+	srv, calls := rotatingECR(t, &password)
+	h := newHarness(t, "["+host1+"]")
+	h.extra = "mirrors:\n  - upstream: docker.io\n    ecr: " + cacheHost + "/docker-hub\n  - upstream: ghcr.io\n    ecr: " + host1 + "/cache/ghcr\n"
+	h.writeConfig("[" + host1 + "]")
+	t.Setenv("AWS_ENDPOINT_URL_ECR", srv.URL)
+	h.start()
+
+	written := func(s string) bool { return s == "written" || s == "unchanged" }
+	st := h.waitStatus("both mirrors written", func(st api.Status) bool {
+		return st.Ready && len(st.Mirrors) == 2 && written(st.Mirrors[0].FileState) && written(st.Mirrors[1].FileState)
+	})
+	if n := calls.Load(); n != 1 {
+		t.Errorf("GetAuthorizationToken called %d times, want 1 (one region)", n)
+	}
+	m := st.Mirrors[0]
+	if m.Upstream != "docker.io" || m.ECR != cacheHost+"/docker-hub" || m.URL != "https://"+cacheHost+"/v2/docker-hub" || m.File != filepath.Join(h.certs, "docker.io", "hosts.toml") {
+		t.Errorf("mirror status %+v", m)
+	}
+	for _, r := range st.Registries {
+		if r.Host == cacheHost && (r.FileState != fileMirrorOnly || r.File != "") {
+			t.Errorf("cache-only host %s: file %q state %q", r.Host, r.File, r.FileState)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(h.certs, cacheHost)); !os.IsNotExist(err) {
+		t.Errorf("a cache-only ECR host got a hosts.toml dir: %v", err)
+	}
+	header := func(pw string) string {
+		return `Authorization = ["Basic ` + base64.StdEncoding.EncodeToString([]byte("AWS:"+pw)) + `"]`
+	}
+	wantIn := func(file, pw string, parts ...string) bool {
+		b, err := os.ReadFile(filepath.Join(h.certs, file, "hosts.toml"))
+		if err != nil || !strings.Contains(string(b), header(pw)) {
+			return false
+		}
+		for _, p := range parts {
+			if !strings.Contains(string(b), p) {
+				t.Errorf("%s/hosts.toml lacks %q:\n%s", file, p, b)
+			}
+		}
+		return true
+	}
+	if !wantIn("docker.io", "first-PASSWORD", `server = "https://registry-1.docker.io"`, `[host."https://`+cacheHost+`/v2/docker-hub"]`, "override_path = true") ||
+		!wantIn("ghcr.io", "first-PASSWORD", `server = "https://ghcr.io"`, `[host."https://`+host1+`/v2/cache/ghcr"]`) ||
+		!wantIn(host1, "first-PASSWORD") {
+		t.Fatalf("files lack the first token; logs:\n%s", h.logs.String())
+	}
+
+	// A new token (SIGHUP with a changed identity forces a fresh fetch) reaches
+	// every file, the mirrors' included.
+	password.Store("second-PASSWORD")
+	h.extra += "identity:\n  audience: other\n"
+	h.writeConfig("[" + host1 + "]")
+	h.reload <- struct{}{}
+	deadline := time.Now().Add(10 * time.Second)
+	for !wantIn("docker.io", "second-PASSWORD") || !wantIn("ghcr.io", "second-PASSWORD") || !wantIn(host1, "second-PASSWORD") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the new token did not reach every file; logs:\n%s", h.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// Reload without the docker.io mirror: its file goes, the other stays.
+	h.extra = "mirrors:\n  - upstream: ghcr.io\n    ecr: " + host1 + "/cache/ghcr\nidentity:\n  audience: other\n"
+	h.writeConfig("[" + host1 + "]")
+	h.reload <- struct{}{}
+	h.waitStatus("one mirror", func(st api.Status) bool { return len(st.Mirrors) == 1 })
+	deadline = time.Now().Add(5 * time.Second)
+	for _, err := os.Stat(filepath.Join(h.certs, "docker.io")); !os.IsNotExist(err); _, err = os.Stat(filepath.Join(h.certs, "docker.io")) {
+		if time.Now().After(deadline) {
+			t.Fatalf("docker.io mirror file not removed (%v); logs:\n%s", err, h.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !wantIn("ghcr.io", "second-PASSWORD") {
+		t.Errorf("the remaining mirror lost its file")
+	}
+	raw, _ := json.Marshal(h.status())
+	for _, pw := range []string{"first-PASSWORD", "second-PASSWORD"} {
+		if strings.Contains(string(raw)+h.logs.String(), pw) || strings.Contains(string(raw)+h.logs.String(), base64.StdEncoding.EncodeToString([]byte("AWS:"+pw))) {
+			t.Fatalf("secret leaked into status or logs")
+		}
+	}
+	h.stop()
+}
+
+// rotatingECR answers GetAuthorizationToken with the password stored in pw.
+func rotatingECR(t *testing.T, pw *atomic.Value) (*httptest.Server, *atomic.Int64) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasSuffix(r.Header.Get("X-Amz-Target"), ".GetAuthorizationToken") {
+			http.Error(w, "unexpected", 400)
+			return
+		}
+		n.Add(1)
+		tok := base64.StdEncoding.EncodeToString([]byte("AWS:" + pw.Load().(string)))
+		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+		fmt.Fprintf(w, `{"authorizationData":[{"authorizationToken":%q,"expiresAt":%d,"proxyEndpoint":"https://x"}]}`,
+			tok, time.Now().Add(12*time.Hour).Unix())
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &n
 }

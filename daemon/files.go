@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ecr-node-auth/ecr-node-auth/cri"
+	"github.com/ecr-node-auth/ecr-node-auth/daemon/config"
 	"github.com/ecr-node-auth/ecr-node-auth/daemon/logging"
 	"github.com/ecr-node-auth/ecr-node-auth/tokens"
 )
@@ -21,37 +22,46 @@ const (
 	fileUnmanaged = "unmanaged"
 	// fileNotLearned: an on-demand registry with learnRegistries off.
 	fileNotLearned = "not written (on-demand; learnRegistries is off)"
+	// fileMirrorOnly: an ECR host only listed as a mirror's cache; its
+	// token goes into the mirror's file.
+	fileMirrorOnly = "not written (serves mirrors only)"
 )
 
 // onChange is the agent's callback after each refresh attempt: the host's
-// hosts.toml gets the current token. It runs on the agent's goroutines.
+// hosts.toml and those of the mirrors it serves get the current token. It
+// runs on the agent's goroutines.
 func (d *daemon) onChange(e tokens.Entry) {
 	d.metrics.Refreshed(e)
 	host := e.Host.Name
 	if e.OnDemand && !d.learning() {
 		return
 	}
+	hcs, w := d.hostConfigs(host, e.OnDemand)
 	if !e.Credential.Usable(time.Now()) {
-		d.setFileIfUnset(host, filePending)
+		for _, hc := range hcs {
+			d.setFileIfUnset(hc.Host, filePending)
+		}
 		return
 	}
-	hc, w, ok := d.hostConfig(host, e.Credential, e.OnDemand)
-	if !ok {
-		return // removed from the config meanwhile
-	}
-	changed, err := w.Write(hc)
-	if err != nil && !errors.Is(err, cri.ErrUnmanaged) {
-		d.metrics.FileError()
-	}
-	if d.recordWrite(host, changed, err) && err != nil {
-		d.logFileError(host, err)
-	}
-	if err != nil {
-		return
-	}
-	if changed {
-		d.log.Info("hosts.toml written", zap.String(logging.KeyRegistry, host), zap.String(logging.KeyRegion, e.Host.Region),
-			zap.Time(logging.KeyExpiresAt, e.Credential.ExpiresAt), zap.String("file", w.Path(host)))
+	auth := e.Credential.AuthorizationHeader()
+	for _, hc := range hcs {
+		hc.Authorization = auth
+		changed, err := w.Write(hc)
+		if err != nil && !errors.Is(err, cri.ErrUnmanaged) {
+			d.metrics.FileError()
+		}
+		if d.recordWrite(hc.Host, changed, err) && err != nil {
+			d.logFileError(hc.Host, err)
+		}
+		if err != nil || !changed {
+			continue
+		}
+		fields := []zap.Field{zap.String(logging.KeyRegistry, hc.Host), zap.String(logging.KeyRegion, e.Host.Region),
+			zap.Time(logging.KeyExpiresAt, e.Credential.ExpiresAt), zap.String("file", w.Path(hc.Host))}
+		if hc.Mirror != nil {
+			fields = append(fields, zap.String("mirror", hc.Mirror.ECRHost+"/"+hc.Mirror.Prefix))
+		}
+		d.log.Info("hosts.toml written", fields...)
 	}
 }
 
@@ -78,20 +88,37 @@ func (d *daemon) learning() bool {
 	return d.cfg.LearnRegistries
 }
 
-// hostConfig builds host's hosts.toml content from the config in use; an
-// on-demand host (learnRegistries) gets the plain form.
-func (d *daemon) hostConfig(host string, cred *tokens.Credential, onDemand bool) (cri.HostConfig, *cri.Writer, bool) {
+// hostConfigs lists the files (without the header) that host's token goes
+// into, from the config in use: the host's own (configured, or on-demand with
+// learnRegistries, in the plain form) and every mirror it holds. None when
+// the host left the config meanwhile.
+func (d *daemon) hostConfigs(host string, onDemand bool) ([]cri.HostConfig, *cri.Writer) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	var out []cri.HostConfig
+	own := false
 	for _, r := range d.cfg.Registries {
 		if r.Host.Name == host {
-			return cri.HostConfig{Host: host, Endpoint: r.Endpoint, CA: r.CA, Authorization: cred.AuthorizationHeader()}, d.writer, true
+			out = append(out, cri.HostConfig{Host: host, Endpoint: r.Endpoint, CA: r.CA})
+			own = true
+			break
 		}
 	}
-	if onDemand && d.cfg.LearnRegistries {
-		return cri.HostConfig{Host: host, Authorization: cred.AuthorizationHeader()}, d.writer, true
+	if !own && onDemand && d.cfg.LearnRegistries {
+		out = append(out, cri.HostConfig{Host: host})
 	}
-	return cri.HostConfig{}, nil, false
+	for _, m := range d.cfg.Mirrors {
+		if m.ECR.Name == host {
+			out = append(out, mirrorConfig(m, ""))
+		}
+	}
+	return out, d.writer
+}
+
+// mirrorConfig is certs.d/<upstream>/hosts.toml of a pull-through cache.
+func mirrorConfig(m config.Mirror, auth string) cri.HostConfig {
+	return cri.HostConfig{Host: m.Upstream, Endpoint: m.Endpoint, CA: m.CA, Authorization: auth,
+		Mirror: &cri.Mirror{ECRHost: m.ECR.Name, Prefix: m.Prefix}}
 }
 
 // reconcile makes the certs dir match the config: deleted files are
@@ -106,14 +133,30 @@ func (d *daemon) reconcile() {
 	now := time.Now()
 	var want []cri.HostConfig
 	complete := true
-	for _, r := range cfg.Registries {
-		e, ok := p.agent.Lookup(r.Host.Name)
+	usable := func(host string) (string, bool) {
+		e, ok := p.agent.Lookup(host)
 		if !ok || !e.Credential.Usable(now) {
+			return "", false
+		}
+		return e.Credential.AuthorizationHeader(), true
+	}
+	for _, r := range cfg.Registries {
+		auth, ok := usable(r.Host.Name)
+		if !ok {
 			complete = false
 			d.setFileIfUnset(r.Host.Name, filePending)
 			continue
 		}
-		want = append(want, cri.HostConfig{Host: r.Host.Name, Endpoint: r.Endpoint, CA: r.CA, Authorization: e.Credential.AuthorizationHeader()})
+		want = append(want, cri.HostConfig{Host: r.Host.Name, Endpoint: r.Endpoint, CA: r.CA, Authorization: auth})
+	}
+	for _, m := range cfg.Mirrors {
+		auth, ok := usable(m.ECR.Name)
+		if !ok {
+			complete = false
+			d.setFileIfUnset(m.Upstream, filePending)
+			continue
+		}
+		want = append(want, mirrorConfig(m, auth))
 	}
 	if cfg.LearnRegistries {
 		// Learned on-demand registries keep their files while served.

@@ -174,13 +174,8 @@ func (d *daemon) tokenChanged() {
 	p.agent.RefreshNow()
 }
 
-func hostsOf(c *config.Config) []ecrhost.Host {
-	hs := make([]ecrhost.Host, len(c.Registries))
-	for i, r := range c.Registries {
-		hs[i] = r.Host
-	}
-	return hs
-}
+// hostsOf is every ECR host the agent serves: registries and mirrors.
+func hostsOf(c *config.Config) []ecrhost.Host { return c.ECRHosts() }
 
 func firstNonEmpty(s ...string) string {
 	for _, v := range s {

@@ -54,7 +54,12 @@ func (d *daemon) reload(ctx context.Context) {
 		d.swap(next, pipe)
 		pipe.agent.SetRegistries(hostsOf(next))
 	}
-	d.log.Info("config reloaded", zap.Int("registries", len(next.Registries)))
+	// A mirror's file has no agent entry of its own: remove it here, even
+	// while some token is missing (reconcile then prunes nothing).
+	for _, h := range droppedMirrors(prev, next) {
+		d.onRemove(h)
+	}
+	d.log.Info("config reloaded", zap.Int("registries", len(next.Registries)), zap.Int("mirrors", len(next.Mirrors)))
 	d.reconcile()
 }
 
@@ -106,6 +111,25 @@ func dropped(prev, next *config.Config) []string {
 	for _, r := range prev.Registries {
 		if !keep[r.Host.Name] {
 			out = append(out, r.Host.Name)
+		}
+	}
+	return out
+}
+
+// droppedMirrors lists the upstreams of prev's mirrors that next no longer
+// has (nor serves as a registry).
+func droppedMirrors(prev, next *config.Config) []string {
+	keep := map[string]bool{}
+	for _, m := range next.Mirrors {
+		keep[m.Upstream] = true
+	}
+	for _, r := range next.Registries {
+		keep[r.Host.Name] = true
+	}
+	var out []string
+	for _, m := range prev.Mirrors {
+		if !keep[m.Upstream] {
+			out = append(out, m.Upstream)
 		}
 	}
 	return out

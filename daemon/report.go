@@ -22,7 +22,7 @@ type view struct {
 
 func (d *daemon) view() view {
 	d.mu.Lock()
-	p, n := d.pipe, len(d.cfg.Registries)
+	p, n := d.pipe, len(hostsOf(d.cfg))
 	d.mu.Unlock()
 	v := view{cfgRegistries: n, pipe: p}
 	if p != nil {
@@ -89,12 +89,21 @@ func (d *daemon) Status() api.Status {
 	for _, r := range cfg.Registries {
 		endpoints[r.Host.Name] = r.Endpoint
 	}
+	mirrorOnly := map[string]bool{}
+	for _, m := range cfg.Mirrors {
+		if _, reg := endpoints[m.ECR.Name]; !reg {
+			mirrorOnly[m.ECR.Name] = true
+		}
+	}
 	for _, e := range v.entries {
 		r := api.RegistryFrom(e, now)
 		r.Endpoint = endpoints[r.Host]
-		if e.OnDemand && !cfg.LearnRegistries {
+		switch {
+		case mirrorOnly[r.Host] && !e.OnDemand:
+			r.FileState = fileMirrorOnly
+		case e.OnDemand && !cfg.LearnRegistries:
 			r.FileState = fileNotLearned
-		} else {
+		default:
 			r.File = d.writer.Path(r.Host)
 			r.FileState = d.files[r.Host]
 			if r.FileState == "" {
@@ -102,6 +111,15 @@ func (d *daemon) Status() api.Status {
 			}
 		}
 		st.Registries = append(st.Registries, r)
+	}
+	for _, m := range cfg.Mirrors {
+		hc := mirrorConfig(m, "")
+		mr := api.Mirror{Upstream: m.Upstream, ECR: m.ECR.Name + "/" + m.Prefix, Endpoint: m.Endpoint,
+			URL: hc.URL() + "/v2/" + m.Prefix, File: d.writer.Path(m.Upstream), FileState: d.files[m.Upstream]}
+		if mr.FileState == "" {
+			mr.FileState = filePending
+		}
+		st.Mirrors = append(st.Mirrors, mr)
 	}
 	if d.reloadNote != "" {
 		st.Notes = append(st.Notes, d.reloadNote)
@@ -115,6 +133,11 @@ func (d *daemon) Status() api.Status {
 	for _, r := range st.Registries {
 		if r.FileState == fileUnmanaged {
 			st.Notes = append(st.Notes, fmt.Sprintf("%s is not managed by ecr-node-auth (no marker line, or a symlink): left alone, so containerd gets no token for %s from this daemon", r.File, r.Host))
+		}
+	}
+	for _, m := range st.Mirrors {
+		if m.FileState == fileUnmanaged {
+			st.Notes = append(st.Notes, fmt.Sprintf("%s is not managed by ecr-node-auth (no marker line, or a symlink): left alone, so containerd does not use the mirror %s for %s", m.File, m.ECR, m.Upstream))
 		}
 	}
 	d.mu.Unlock()

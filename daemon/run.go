@@ -112,7 +112,7 @@ func Run(ctx context.Context, cfgPath string, opts ...Option) error {
 		cfg: cfg, loadedAt: time.Now(), files: map[string]string{}}
 	d.metrics = metrics.New(metricsSource{d})
 	log.Info("starting ecr-node-auth", zap.String("version", o.version), zap.String("config", cfgPath),
-		zap.String("log_format", format), zap.Int("registries", len(cfg.Registries)),
+		zap.String("log_format", format), zap.Int("registries", len(cfg.Registries)), zap.Int("mirrors", len(cfg.Mirrors)),
 		zap.String("certs_dir", cfg.Containerd.CertsDir), zap.String("socket", cfg.Socket))
 
 	sigs := make(chan os.Signal, 4)

@@ -71,6 +71,14 @@ func printTable(w io.Writer, st api.Status, now time.Time) {
 		}
 		tw.Flush()
 	}
+	if len(st.Mirrors) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "MIRROR FOR\tSERVED BY\tHOSTS.TOML")
+		for _, m := range st.Mirrors {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", m.Upstream, m.URL, oneLine(m.FileState))
+		}
+		tw.Flush()
+	}
 	fmt.Fprintln(w, st.Identity.Summary())
 	for _, n := range st.Notes {
 		fmt.Fprintln(w, "note: "+n)

@@ -45,9 +45,12 @@ type Status struct {
 	State      string     `json:"state"` // the systemd STATUS= line, e.g. "serving 2 registries"
 	Identity   Identity   `json:"identity"`
 	Registries []Registry `json:"registries"`
-	ConfigPath string     `json:"configPath"`
-	CertsDir   string     `json:"certsDir"`
-	Socket     string     `json:"socket"`
+	// Mirrors are the pull-through caches (certs.d/<upstream>/hosts.toml);
+	// their ECR host's token is listed under Registries.
+	Mirrors    []Mirror `json:"mirrors,omitempty"`
+	ConfigPath string   `json:"configPath"`
+	CertsDir   string   `json:"certsDir"`
+	Socket     string   `json:"socket"`
 	// MetricsAddress is where /metrics, /healthz and /readyz are served
 	// ("" when off or not running).
 	MetricsAddress string `json:"metricsAddress,omitempty"`
@@ -99,6 +102,18 @@ type Registry struct {
 	// "error: …".
 	File      string `json:"file"`
 	FileState string `json:"fileState"`
+}
+
+// Mirror is one ECR pull-through cache serving an upstream registry.
+type Mirror struct {
+	Upstream string `json:"upstream"` // e.g. docker.io
+	ECR      string `json:"ecr"`      // <ECR host>/<repository prefix>
+	Endpoint string `json:"endpoint,omitempty"`
+	// URL is the host table containerd tries first, e.g.
+	// https://<ECR host>/v2/docker-hub (override_path).
+	URL       string `json:"url"`
+	File      string `json:"file"`
+	FileState string `json:"fileState"` // as Registry.FileState
 }
 
 // Workload is one credential held for a pod's role and service account. It

@@ -43,6 +43,8 @@ type Config struct {
 	Path       string
 	AWSECR     AWSECR
 	Registries []Registry
+	// Mirrors are ECR pull-through caches serving another registry.
+	Mirrors    []Mirror
 	Identity   Identity
 	Containerd Containerd
 	Socket     string
@@ -93,6 +95,43 @@ type Registry struct {
 	CA string
 	// Line is the registry's line in the config file.
 	Line int
+}
+
+// Mirror is one ECR pull-through cache that containerd tries first for
+// images of Upstream, falling back to Upstream itself.
+type Mirror struct {
+	// Upstream is the registry host as it appears in image references
+	// (docker.io, ghcr.io, registry.k8s.io, …). It names the directory.
+	Upstream string
+	// ECR is the ECR registry holding the cache.
+	ECR ecrhost.Host
+	// Prefix is the cache's repository prefix in ECR (e.g. docker-hub):
+	// docker.io/library/alpine is served as <ECR>/<Prefix>/library/alpine.
+	Prefix string
+	// Endpoint is where containerd really connects ("" = the ECR host).
+	Endpoint string
+	// CA is an optional CA bundle for Endpoint.
+	CA string
+	// Line is the mirror's line in the config file.
+	Line int
+}
+
+// ECRHosts lists every ECR host the daemon needs a token for: the
+// registries, then the mirrors' ECR hosts not already among them.
+func (c *Config) ECRHosts() []ecrhost.Host {
+	hs := make([]ecrhost.Host, 0, len(c.Registries)+len(c.Mirrors))
+	seen := map[string]bool{}
+	for _, r := range c.Registries {
+		seen[r.Host.Name] = true
+		hs = append(hs, r.Host)
+	}
+	for _, m := range c.Mirrors {
+		if !seen[m.ECR.Name] {
+			seen[m.ECR.Name] = true
+			hs = append(hs, m.ECR)
+		}
+	}
+	return hs
 }
 
 // Identity is the projected service-account token.
@@ -259,5 +298,7 @@ func (d *decoder) resolveRegion(c *Config, envRegion string) {
 		c.STSRegion, c.STSRegionFrom = envRegion, "AWS_REGION"
 	case len(c.Registries) > 0:
 		c.STSRegion, c.STSRegionFrom = c.Registries[0].Host.Region, "first registry ("+c.Registries[0].Host.Name+")"
+	case len(c.Mirrors) > 0:
+		c.STSRegion, c.STSRegionFrom = c.Mirrors[0].ECR.Region, "first mirror ("+c.Mirrors[0].ECR.Name+")"
 	}
 }

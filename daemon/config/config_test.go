@@ -131,6 +131,37 @@ log:
 			},
 		},
 		{
+			name: "mirrors",
+			yaml: "registries: [" + useast + "]\nmirrors:\n  - upstream: docker.io\n    ecr: " + euwest + "/docker-hub/\n  - upstream: ghcr.io\n    ecr: " + useast + "/cache/ghcr\n    endpoint: https://127.0.0.1:5443\n    ca: " + ca + "\n",
+			check: func(t *testing.T, c *Config) {
+				if len(c.Mirrors) != 2 {
+					t.Fatalf("mirrors %+v", c.Mirrors)
+				}
+				m := c.Mirrors[0]
+				if m.Upstream != "docker.io" || m.ECR.Name != euwest || m.ECR.Region != "eu-west-1" || m.Prefix != "docker-hub" || m.Endpoint != "" || m.Line != 3 {
+					t.Errorf("mirror 0 %+v", m)
+				}
+				m = c.Mirrors[1]
+				if m.Upstream != "ghcr.io" || m.ECR.Name != useast || m.Prefix != "cache/ghcr" || m.Endpoint != "https://127.0.0.1:5443" || m.CA != ca || m.Line != 5 {
+					t.Errorf("mirror 1 %+v", m)
+				}
+				// The registry first, then the mirror's new host; useast only once.
+				hs := c.ECRHosts()
+				if len(hs) != 2 || hs[0].Name != useast || hs[1].Name != euwest {
+					t.Errorf("ECRHosts %+v", hs)
+				}
+			},
+		},
+		{
+			name: "STS region from the first mirror",
+			yaml: "mirrors:\n  - upstream: docker.io\n    ecr: " + euwest + "/docker-hub\n",
+			check: func(t *testing.T, c *Config) {
+				if c.STSRegion != "eu-west-1" || c.STSRegionFrom != "first mirror ("+euwest+")" {
+					t.Errorf("got %q from %q", c.STSRegion, c.STSRegionFrom)
+				}
+			},
+		},
+		{
 			name: ":443 is dropped from the host",
 			yaml: "registries: ['" + useast + ":443']\n",
 			check: func(t *testing.T, c *Config) {
@@ -154,17 +185,61 @@ log:
 
 func TestParseBad(t *testing.T) {
 	dir := t.TempDir()
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, []byte("pem"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		yaml string
 		want []string // every string must be in the error
 	}{
 		{"unknown top key", "socket: /tmp/s\nregsitries: []\n",
-			[]string{`config.yaml:2: unknown key "regsitries" (known: awsECR, containerd, identity, learnRegistries, log, metricsAddress, registries, socket, socketGroup)`}},
+			[]string{`config.yaml:2: unknown key "regsitries" (known: awsECR, containerd, identity, learnRegistries, log, metricsAddress, mirrors, registries, socket, socketGroup)`}},
 		{"unknown nested key", "awsECR:\n  roleARN: x\n",
 			[]string{`config.yaml:2: unknown key "awsECR.roleARN" (known: region, roleArn)`}},
-		{"later key", "\n\nmirrors: []\n",
-			[]string{`config.yaml:3: key "mirrors" is not supported by this version`}},
+		{"mirrors not a list", "mirrors: docker.io\n",
+			[]string{`config.yaml:1: mirrors: expected a list of {upstream, ecr} mappings, got the string "docker.io"`}},
+		{"mirror as a string", "mirrors:\n  - docker.io\n",
+			[]string{`config.yaml:2: mirrors[0]: expected a mapping {upstream, ecr, endpoint, ca}`}},
+		{"mirror unknown key", "mirrors:\n  - upstream: docker.io\n    ecr: " + euwest + "/docker-hub\n    prefix: x\n",
+			[]string{`config.yaml:4: unknown key "mirrors[0].prefix" (known: ca, ecr, endpoint, upstream)`}},
+		{"mirror without upstream", "mirrors:\n  - ecr: " + euwest + "/docker-hub\n",
+			[]string{`config.yaml:2: mirrors[0]: missing key "upstream"`}},
+		{"mirror without ecr", "mirrors:\n  - upstream: docker.io\n",
+			[]string{`config.yaml:2: mirrors[0]: missing key "ecr"`}},
+		{"mirror upstream with scheme", "mirrors:\n  - upstream: https://docker.io\n    ecr: " + euwest + "/docker-hub\n",
+			[]string{`config.yaml:2: mirrors[0].upstream: "https://docker.io": write the registry host only`}},
+		{"mirror upstream index.docker.io", "mirrors:\n  - upstream: registry-1.docker.io\n    ecr: " + euwest + "/docker-hub\n",
+			[]string{`config.yaml:2: mirrors[0].upstream: "registry-1.docker.io": image references name Docker Hub as docker.io`}},
+		{"mirror upstream upper case", "mirrors:\n  - upstream: Docker.io\n    ecr: " + euwest + "/docker-hub\n",
+			[]string{`config.yaml:2: mirrors[0].upstream: registry host "Docker.io" must be lower case`}},
+		{"mirror ecr not ECR", "mirrors:\n  - upstream: docker.io\n    ecr: ghcr.io/docker-hub\n",
+			[]string{`config.yaml:3: mirrors[0].ecr: invalid ECR host "ghcr.io"`}},
+		{"mirror ecr without prefix", "mirrors:\n  - upstream: docker.io\n    ecr: " + euwest + "\n",
+			[]string{`config.yaml:3: mirrors[0].ecr: "` + euwest + `" has no repository prefix; add the cache rule's prefix, e.g. ` + euwest + `/docker-hub`}},
+		{"mirror ecr with scheme", "mirrors:\n  - upstream: docker.io\n    ecr: https://" + euwest + "/docker-hub\n",
+			[]string{`config.yaml:3: mirrors[0].ecr: "https://` + euwest + `/docker-hub": write <ECR host>/<repository prefix> without a scheme`}},
+		{"mirror ecr with v2", "mirrors:\n  - upstream: docker.io\n    ecr: " + euwest + "/v2/docker-hub\n",
+			[]string{`config.yaml:3: mirrors[0].ecr: "` + euwest + `/v2/docker-hub": leave out /v2`}},
+		{"mirror ecr bad prefix", "mirrors:\n  - upstream: docker.io\n    ecr: " + euwest + "/Docker_Hub\n",
+			[]string{`repository prefix "Docker_Hub" is not a valid repository name`}},
+		{"mirror ecr public", "mirrors:\n  - upstream: docker.io\n    ecr: public.ecr.aws/docker-hub\n",
+			[]string{`config.yaml:3: mirrors[0].ecr: "public.ecr.aws/docker-hub": a pull-through cache lives in a private ECR registry`}},
+		{"mirror ca not a file", "mirrors:\n  - upstream: docker.io\n    ecr: " + euwest + "/docker-hub\n    endpoint: https://h\n    ca: " + dir + "\n",
+			[]string{`config.yaml:5: mirrors[0].ca: CA file ` + dir + ` is not a regular file`}},
+		{"mirror ca without endpoint", "mirrors:\n  - upstream: docker.io\n    ecr: " + euwest + "/docker-hub\n    ca: " + caFile + "\n",
+			[]string{`config.yaml:2: mirrors[0]: ca is set without endpoint`}},
+		{"mirror endpoint with path", "mirrors:\n  - upstream: docker.io\n    ecr: " + euwest + "/docker-hub\n    endpoint: https://h/v2/docker-hub\n",
+			[]string{`config.yaml:4: mirrors[0].endpoint: "https://h/v2/docker-hub" must be https://host[:port]`}},
+		{"mirror upstream twice", "mirrors:\n  - upstream: docker.io\n    ecr: " + euwest + "/docker-hub\n  - upstream: docker.io\n    ecr: " + useast + "/hub\n",
+			[]string{`config.yaml:4: mirrors[1]: upstream docker.io has a mirror already (line 2)`}},
+		{"mirror upstream is a registry", "registries: [" + useast + "]\nmirrors:\n  - upstream: " + useast + "\n    ecr: " + euwest + "/docker-hub\n",
+			[]string{`config.yaml:3: mirrors[0]: upstream ` + useast + ` is also in registries (line 1)`}},
+		{"mirror of itself", "mirrors:\n  - upstream: " + euwest + "\n    ecr: " + euwest + "/docker-hub\n",
+			[]string{`config.yaml:3: mirrors[0]: upstream and ecr are the same host`}},
+		{"mirror partition mismatch", "awsECR:\n  roleArn: arn:aws:iam::111122223333:role/r\nmirrors:\n  - upstream: docker.io\n    ecr: " + cn + "/docker-hub\n",
+			[]string{`config.yaml:4: mirrors[0]: ECR host ` + cn + ` is in partition aws-cn but awsECR.roleArn is in partition aws`}},
 		{"publicECR still refused", "publicECR: true\n",
 			[]string{`config.yaml:1: key "publicECR" is not supported by this version`}},
 		{"socketGroup unknown", "\nsocketGroup: no-such-group-xyz\n",

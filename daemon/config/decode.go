@@ -3,9 +3,11 @@ package config
 import (
 	"fmt"
 	"net/url"
+	"regexp"
 	"sort"
 	"strings"
 
+	"github.com/ecr-node-auth/ecr-node-auth/cri"
 	"github.com/ecr-node-auth/ecr-node-auth/tokens/ecrhost"
 	"go.yaml.in/yaml/v3"
 )
@@ -13,7 +15,7 @@ import (
 // laterKeys are in design.md's schema but not read by this version yet; they
 // get a clearer message than a typo would.
 var laterKeys = map[string]bool{
-	"mirrors": true, "publicECR": true,
+	"publicECR": true,
 }
 
 // decoder walks the yaml.Node tree so that every error carries a line.
@@ -48,6 +50,7 @@ func (d *decoder) decode(data []byte, c *Config) {
 			})
 		},
 		"registries": func(n *yaml.Node) { d.registries(n, c) },
+		"mirrors":    func(n *yaml.Node) { d.mirrors(n, c) },
 		"identity": func(n *yaml.Node) {
 			d.mapping(n, "identity", map[string]func(*yaml.Node){
 				"tokenFile": d.str("identity.tokenFile", &c.Identity.TokenFile, checkAbs),
@@ -89,6 +92,7 @@ func (d *decoder) decode(data []byte, c *Config) {
 			})
 		},
 	})
+	d.checkMirrors(c)
 	d.checkPartitions(c)
 }
 
@@ -253,6 +257,138 @@ func (d *decoder) checkPartitions(c *Config) {
 		if r.Host.Partition != p {
 			d.errs = append(d.errs, fmt.Errorf("%s:%d: registries[%d]: registry %s is in partition %s but awsECR.roleArn is in partition %s; credentials of one partition never work in another (use one daemon config per partition)",
 				d.name, r.Line, i, r.Host.Name, r.Host.Partition, p))
+		}
+	}
+	for i, m := range c.Mirrors {
+		if m.ECR.Partition != p {
+			d.errs = append(d.errs, fmt.Errorf("%s:%d: mirrors[%d]: ECR host %s is in partition %s but awsECR.roleArn is in partition %s; credentials of one partition never work in another",
+				d.name, m.Line, i, m.ECR.Name, m.ECR.Partition, p))
+		}
+	}
+}
+
+// mirrors reads the list of {upstream, ecr, endpoint, ca} mappings.
+func (d *decoder) mirrors(n *yaml.Node, c *Config) {
+	if n.Tag == "!!null" {
+		return
+	}
+	if n.Kind != yaml.SequenceNode {
+		d.errf(n, "mirrors: expected a list of {upstream, ecr} mappings, got %s", describe(n))
+		return
+	}
+	first := map[string]int{}
+	for i, item := range n.Content {
+		path := fmt.Sprintf("mirrors[%d]", i)
+		m, ok := d.mirror(item, path)
+		if !ok {
+			continue
+		}
+		if line, dup := first[m.Upstream]; dup {
+			d.errf(item, "%s: upstream %s has a mirror already (line %d); containerd reads one hosts.toml per registry", path, m.Upstream, line)
+			continue
+		}
+		first[m.Upstream] = m.Line
+		c.Mirrors = append(c.Mirrors, m)
+	}
+}
+
+func (d *decoder) mirror(n *yaml.Node, path string) (Mirror, bool) {
+	m := Mirror{Line: n.Line}
+	if n.Kind != yaml.MappingNode {
+		d.errf(n, "%s: expected a mapping {upstream, ecr, endpoint, ca}, got %s", path, describe(n))
+		return m, false
+	}
+	var ecr string
+	ecrNode := n
+	nerr := len(d.errs)
+	d.mapping(n, path, map[string]func(*yaml.Node){
+		"upstream": d.str(path+".upstream", &m.Upstream, checkUpstream),
+		"ecr":      func(v *yaml.Node) { ecrNode = v; d.str(path+".ecr", &ecr, nil)(v) },
+		"endpoint": d.str(path+".endpoint", &m.Endpoint, checkEndpoint),
+		"ca":       d.str(path+".ca", &m.CA, checkCA),
+	})
+	if len(d.errs) > nerr {
+		return m, false
+	}
+	switch {
+	case m.Upstream == "":
+		d.errf(n, "%s: missing key \"upstream\" (the registry the cache serves, e.g. docker.io)", path)
+		return m, false
+	case ecr == "":
+		d.errf(n, "%s: missing key \"ecr\" (the cache as <ECR host>/<repository prefix>, e.g. 111122223333.dkr.ecr.eu-west-1.amazonaws.com/docker-hub)", path)
+		return m, false
+	case m.CA != "" && m.Endpoint == "":
+		d.errf(n, "%s: ca is set without endpoint; ca is the CA of the endpoint", path)
+		return m, false
+	}
+	h, prefix, err := parseMirrorECR(ecr)
+	if err != nil {
+		d.errf(ecrNode, "%s.ecr: %v", path, err)
+		return m, false
+	}
+	if h.Name == m.Upstream {
+		d.errf(ecrNode, "%s: upstream and ecr are the same host %s; a mirror serves another registry (list ECR hosts under registries)", path, h.Name)
+		return m, false
+	}
+	m.ECR, m.Prefix = h, prefix
+	return m, true
+}
+
+// checkUpstream accepts a registry host as written in image references.
+// containerd looks up certs.d/<host> by that name, so it must be exact.
+func checkUpstream(s string) error {
+	if strings.Contains(s, "://") || strings.Contains(s, "/") {
+		return fmt.Errorf("%q: write the registry host only (no scheme or path), e.g. docker.io", s)
+	}
+	if s == "index.docker.io" || s == "registry-1.docker.io" {
+		return fmt.Errorf("%q: image references name Docker Hub as docker.io; write upstream: docker.io", s)
+	}
+	if err := cri.ValidateHost(s); err != nil {
+		return err
+	}
+	return nil
+}
+
+// repoPrefixRe is an OCI repository name: lower-case components separated
+// by '/', each alphanumerics joined by '.', '_', '__' or '-'.
+var repoPrefixRe = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
+
+// parseMirrorECR splits "<ECR host>/<prefix>".
+func parseMirrorECR(s string) (ecrhost.Host, string, error) {
+	if strings.Contains(s, "://") {
+		return ecrhost.Host{}, "", fmt.Errorf("%q: write <ECR host>/<repository prefix> without a scheme, e.g. 111122223333.dkr.ecr.eu-west-1.amazonaws.com/docker-hub", s)
+	}
+	host, prefix, _ := strings.Cut(s, "/")
+	prefix = strings.TrimSuffix(prefix, "/")
+	h, err := ecrhost.Parse(host)
+	if err != nil {
+		return ecrhost.Host{}, "", fmt.Errorf("invalid ECR host %v", err)
+	}
+	if h.Public {
+		return ecrhost.Host{}, "", fmt.Errorf("%q: a pull-through cache lives in a private ECR registry (<account>.dkr.ecr.<region>.amazonaws.com), not in ECR Public", s)
+	}
+	switch {
+	case prefix == "":
+		return ecrhost.Host{}, "", fmt.Errorf("%q has no repository prefix; add the cache rule's prefix, e.g. %s/docker-hub", s, h.Name)
+	case strings.HasPrefix(prefix, "v2/") || prefix == "v2":
+		return ecrhost.Host{}, "", fmt.Errorf("%q: leave out /v2; write <ECR host>/<repository prefix>, e.g. %s/docker-hub", s, h.Name)
+	case !repoPrefixRe.MatchString(prefix):
+		return ecrhost.Host{}, "", fmt.Errorf("%q: repository prefix %q is not a valid repository name (lower-case letters, digits, '.', '_', '-', components separated by '/')", s, prefix)
+	}
+	return h, prefix, nil
+}
+
+// checkMirrors refuses a mirror whose upstream is also a configured
+// registry: both would need the same certs.d/<host>/hosts.toml.
+func (d *decoder) checkMirrors(c *Config) {
+	regs := map[string]int{}
+	for _, r := range c.Registries {
+		regs[r.Host.Name] = r.Line
+	}
+	for i, m := range c.Mirrors {
+		if line, ok := regs[m.Upstream]; ok {
+			d.errs = append(d.errs, fmt.Errorf("%s:%d: mirrors[%d]: upstream %s is also in registries (line %d); one hosts.toml per host, so remove one of them",
+				d.name, m.Line, i, m.Upstream, line))
 		}
 	}
 }

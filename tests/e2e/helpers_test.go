@@ -135,6 +135,12 @@ type world struct {
 
 func newWorld(t *testing.T, bin harness.ContainerdBinary, opts fakeaws.Options) *world {
 	t.Helper()
+	return newWorldWith(t, bin, opts, harness.ContainerdOptions{})
+}
+
+// newWorldWith is newWorld with containerd options.
+func newWorldWith(t *testing.T, bin harness.ContainerdBinary, opts fakeaws.Options, copts harness.ContainerdOptions) *world {
+	t.Helper()
 	fake, err := fakeaws.New(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -154,7 +160,7 @@ func newWorld(t *testing.T, bin harness.ContainerdBinary, opts fakeaws.Options) 
 	dir := harness.TempDir(t)
 	certsDir := filepath.Join(dir, "certs.d")
 	w := &world{t: t, fake: fake, reg: reg, dir: dir, certsDir: certsDir}
-	w.ctr = harness.StartContainerd(t, bin, certsDir)
+	w.ctr = harness.StartContainerdWith(t, bin, certsDir, copts)
 	return w
 }
 
@@ -185,6 +191,9 @@ func (w *world) mustBeDenied(what string) {
 	w.t.Logf("%s: denied as expected: %v", what, err)
 }
 
+// noMetrics turns the daemon's metrics server off.
+var noMetrics = ""
+
 // newDaemon prepares the daemon for this world: one registry (the ECR name, endpoint =
 // the fake registry, ca = its CA), web identity from a ..data token dir holding token.
 func (w *world) newDaemon(token string) (*harness.Daemon, *harness.TokenDir) {
@@ -207,8 +216,8 @@ func (w *world) newDaemon(token string) (*harness.Daemon, *harness.TokenDir) {
 		CertsDir:         w.certsDir,
 		ContainerdConfig: w.ctr.ConfigFile,
 		Socket:           filepath.Join(ddir, "auth.sock"),
-		// metricsAddress is left out: this version of the daemon refuses the key (no
-		// metrics server yet). Once it serves one, set "" here: daemons run in parallel.
+		// Daemons run in parallel: no fixed metrics port.
+		MetricsAddress: &noMetrics,
 	}
 	env := w.fake.Env()
 	env["AWS_REGION"] = region

@@ -169,10 +169,32 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 		filepath.Join(dir, "opt"), certsDir, filepath.Join(dir, "cni"))
 }
 
+// ContainerdOptions changes the config StartContainerdWith writes.
+type ContainerdOptions struct {
+	// SandboxImage is the pod sandbox (pause) image containerd pulls itself:
+	// sandbox_image in the 1.x CRI table, pinned_images.sandbox in 2.x.
+	SandboxImage string
+}
+
+// WithSandboxImage adds the sandbox image setting to a ConfigTOML output.
+func WithSandboxImage(major int, cfg, image string) string {
+	if major >= 2 {
+		return cfg + fmt.Sprintf("[plugins.'io.containerd.cri.v1.images'.pinned_images]\n  sandbox = %q\n", image)
+	}
+	const table = "[plugins.\"io.containerd.grpc.v1.cri\"]\n"
+	return strings.Replace(cfg, table, table+fmt.Sprintf("  sandbox_image = %q\n", image), 1)
+}
+
 // StartContainerd starts bin with private dirs under a new short temp dir, config_path
 // = certsDir (made if missing), and waits until CRI answers RuntimeService.Version. It
 // is stopped at test cleanup (and its log tail printed if the test failed).
 func StartContainerd(t testing.TB, bin ContainerdBinary, certsDir string) *Containerd {
+	t.Helper()
+	return StartContainerdWith(t, bin, certsDir, ContainerdOptions{})
+}
+
+// StartContainerdWith is StartContainerd with options.
+func StartContainerdWith(t testing.TB, bin ContainerdBinary, certsDir string, opts ContainerdOptions) *Containerd {
 	t.Helper()
 	dir := TempDir(t)
 	for _, d := range []string{"root", "state", "opt", "cni"} {
@@ -193,7 +215,11 @@ func StartContainerd(t testing.TB, bin ContainerdBinary, certsDir string) *Conta
 		done:       make(chan struct{}),
 		t:          t,
 	}
-	if err := os.WriteFile(c.ConfigFile, []byte(ConfigTOML(bin.Major, dir, certsDir)), 0o600); err != nil {
+	cfg := ConfigTOML(bin.Major, dir, certsDir)
+	if opts.SandboxImage != "" {
+		cfg = WithSandboxImage(bin.Major, cfg, opts.SandboxImage)
+	}
+	if err := os.WriteFile(c.ConfigFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	logf, err := os.Create(c.LogFile)

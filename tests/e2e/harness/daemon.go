@@ -70,11 +70,20 @@ type Registry struct {
 	CA       string
 }
 
+// Mirror is one entry of the daemon config's mirrors list.
+type Mirror struct {
+	Upstream string
+	ECR      string // <ECR host>/<prefix>
+	Endpoint string
+	CA       string
+}
+
 // DaemonConfig is the daemon's config.yaml (design.md) as the tests use it.
 type DaemonConfig struct {
 	RoleArn          string
 	Region           string
 	Registries       []Registry
+	Mirrors          []Mirror
 	TokenFile        string
 	Audience         string
 	CertsDir         string
@@ -104,6 +113,18 @@ func (c DaemonConfig) YAML() string {
 		}
 		if r.CA != "" {
 			fmt.Fprintf(&b, "    ca: %q\n", r.CA)
+		}
+	}
+	if len(c.Mirrors) > 0 {
+		b.WriteString("mirrors:\n")
+	}
+	for _, m := range c.Mirrors {
+		fmt.Fprintf(&b, "  - upstream: %q\n    ecr: %q\n", m.Upstream, m.ECR)
+		if m.Endpoint != "" {
+			fmt.Fprintf(&b, "    endpoint: %q\n", m.Endpoint)
+		}
+		if m.CA != "" {
+			fmt.Fprintf(&b, "    ca: %q\n", m.CA)
 		}
 	}
 	fmt.Fprintf(&b, "identity:\n  tokenFile: %q\n", c.TokenFile)

@@ -96,6 +96,14 @@ type ParsedHosts struct {
 	Raw      []byte
 	Mode     os.FileMode
 	Endpoint string // scheme://host of the first configured host
+	// URLPath is that host's path as containerd will use it: /v2, or the
+	// mirror's /v2/<prefix> with override_path.
+	URLPath string
+	// Fallback is scheme://host of the second host containerd tries (the
+	// server entry), "" when there is none.
+	Fallback string
+	// FallbackHasAuth: the fallback would get an Authorization header too.
+	FallbackHasAuth bool
 	// Authorization is the header value containerd will send; "" when none.
 	Authorization string
 	// User and Password are the decoded Basic credentials ("" when none).
@@ -141,6 +149,11 @@ func ParseHostsDir(certsDir, host string) (*ParsedHosts, error) {
 		return p, fmt.Errorf("%s: containerd's loader fell back to the default host (no [host] table?):\n%s", path, raw)
 	}
 	p.Endpoint = rh.Scheme + "://" + rh.Host
+	p.URLPath = rh.Path
+	if len(rhosts) > 1 {
+		p.Fallback = rhosts[1].Scheme + "://" + rhosts[1].Host
+		p.FallbackHasAuth = rhosts[1].Header.Get("Authorization") != ""
+	}
 	if vals := rh.Header.Values("Authorization"); len(vals) > 0 {
 		if len(vals) != 1 {
 			return p, fmt.Errorf("%s: %d Authorization values", path, len(vals))
