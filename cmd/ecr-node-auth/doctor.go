@@ -55,7 +55,7 @@ func doctorCmd(args []string, stdout, stderr io.Writer) int {
 func printDoctor(w io.Writer, results []doctor.Result) {
 	width, failed := 0, 0
 	for _, r := range results {
-		width = max(width, len(r.Name))
+		width = max(width, min(len(r.Name), 18)) // long hosts.toml names do not widen every line
 		if r.Status == doctor.Fail {
 			failed++
 		}
