@@ -181,8 +181,10 @@ func TestRun(t *testing.T) {
 			failed: true,
 		},
 		{
-			name:    "wrong audience names both and the fix",
-			prepare: func(n *node) { n.writeToken(n.fake.MintToken(fakeaws.TokenSpec{Audience: []string{"kubernetes.default.svc"}})) },
+			name: "wrong audience names both and the fix",
+			prepare: func(n *node) {
+				n.writeToken(n.fake.MintToken(fakeaws.TokenSpec{Audience: []string{"kubernetes.default.svc"}}))
+			},
 			want: []want{
 				{name: "token file", status: Fail, detail: `token's aud is kubernetes.default.svc, the configured identity.audience is "sts.amazonaws.com"`,
 					fix: `set the projected token's audience to "sts.amazonaws.com"`},
