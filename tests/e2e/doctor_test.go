@@ -1,13 +1,21 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	grpcstatus "google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/ecr-node-auth/ecr-node-auth/tests/e2e/harness"
 	"github.com/ecr-node-auth/ecr-node-auth/tests/fakeaws"
@@ -137,7 +145,8 @@ func (w *world) writeFile(name, content string) string {
 // the daemon running and the fake AWS: it passes, pulling the test image through CRI
 // with no credentials; then, each on a variant of the node, it fails naming the fix for
 // a wrong audience, an expired token, a containerd config without config_path, inline
-// mirrors beside config_path, a read-only certs dir, and a containerd that reads
+// mirrors beside config_path (a second containerd runs with it, without CRI, which the
+// CRI line names), a read-only certs dir, and a containerd that reads
 // another certs dir (the pull is refused: credentials not applied). No doctor output
 // holds a secret.
 func TestDoctor(t *testing.T) {
@@ -226,9 +235,18 @@ func TestDoctor(t *testing.T) {
 			if bin.Major >= 2 {
 				mirrorTable = `[plugins.'io.containerd.cri.v1.images'.registry.mirrors.'docker.io']`
 			}
-			ctrCfg := w.writeFile("containerd-mirrors.toml", string(orig)+"    "+mirrorTable+"\n      endpoint = [\"https://mirror.example.com\"]\n")
+			// A second real containerd runs with it (own dirs and socket): case 18, it
+			// starts but without its CRI plugin, which doctor's CRI line must name.
+			dir2 := harness.TempDir(t)
+			ctrCfg := filepath.Join(dir2, "config.toml")
+			content := harness.ConfigTOML(bin.Major, dir2, w.certsDir) + "    " + mirrorTable + "\n      endpoint = [\"https://mirror.example.com\"]\n"
+			if err := os.WriteFile(ctrCfg, []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			startContainerdNoCRI(t, bin, dir2, ctrCfg)
 			r := runDoctor(t, d, w.doctorConfig("mirrors", td.Path(), func(c *harness.DaemonConfig) { c.ContainerdConfig = ctrCfg }))
 			r.mustFail(t, "containerd config", "both config_path and inline mirrors for docker.io", "move each mirror into <certs dir>/<host>/hosts.toml")
+			r.mustFail(t, "cri", filepath.Join(dir2, "c.sock"), "containerd runs without its CRI plugin")
 		})
 
 		t.Run("unwritable certs dir", func(t *testing.T) {
@@ -270,10 +288,78 @@ func TestDoctor(t *testing.T) {
 				arts = append(arts, a)
 			}
 		}
-		if len(arts) < 8 {
-			t.Fatalf("%d doctor outputs recorded, want at least 8", len(arts))
+		if len(arts) == 0 {
+			t.Fatal("no doctor output recorded: the secret check would prove nothing")
 		}
 		checkNoSecrets(t, arts, issuedSecrets())
 		t.Logf("checked %d doctor outputs for secrets", len(arts))
 	})
+}
+
+// startContainerdNoCRI starts bin with cfg (whose private dirs are under dir) and
+// waits until its gRPC socket answers CRI with Unimplemented: containerd runs, its CRI
+// plugin did not load. It is stopped at cleanup.
+func startContainerdNoCRI(t *testing.T, bin harness.ContainerdBinary, dir, cfg string) {
+	t.Helper()
+	for _, sub := range []string{"root", "state", "opt", "cni"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	logPath := filepath.Join(dir, "containerd.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin.Path, "--log-level", "debug", "--config", cfg)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
+	conn, err := grpc.NewClient("unix://"+filepath.Join(dir, "c.sock"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		if t.Failed() {
+			t.Logf("containerd log tail:\n%s", harness.TailFile(logPath, 30))
+		}
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		harness.UnmountUnder(dir)
+	})
+	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	var lastErr error
+	exited := false
+	harness.WaitFor(30*time.Second, 100*time.Millisecond, func() bool {
+		select {
+		case <-done:
+			exited = true
+			return true
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, lastErr = rt.Version(ctx, &runtimeapi.VersionRequest{})
+		return lastErr == nil || grpcstatus.Code(lastErr) == codes.Unimplemented
+	})
+	switch {
+	case exited:
+		t.Fatalf("containerd %s exited with %s:\n%s", bin.Version, cfg, harness.TailFile(logPath, 30))
+	case lastErr == nil:
+		t.Fatalf("containerd %s loaded its CRI plugin with config_path beside inline mirrors", bin.Version)
+	case grpcstatus.Code(lastErr) != codes.Unimplemented:
+		t.Fatalf("containerd %s: no gRPC answer: %v", bin.Version, lastErr)
+	}
+	t.Logf("containerd %s runs without CRI: %v", bin.Version, lastErr)
 }
