@@ -491,19 +491,25 @@ func (r *run) checkCRI(ctx context.Context) {
 		return
 	}
 	desc := fmt.Sprintf("%s: %s %s (CRI %s)", addr, v.GetRuntimeName(), v.GetRuntimeVersion(), v.GetRuntimeApiVersion())
-	var notReady []string
+	var notReady, fixes []string
 	for _, c := range st.GetStatus().GetConditions() {
-		if c.GetType() == runtimeapi.RuntimeReady && !c.GetStatus() {
+		if c.GetStatus() {
+			continue
+		}
+		switch c.GetType() {
+		case runtimeapi.RuntimeReady:
 			r.fail(name, desc+": runtime not ready: "+c.GetReason()+" "+c.GetMessage(), "see `journalctl -u containerd`")
 			r.skipPull()
 			return
+		case runtimeapi.NetworkReady:
+			fixes = append(fixes, "pods need a CNI network config (image pulls work without one)")
+		default:
+			fixes = append(fixes, "see containerd's log for "+c.GetType())
 		}
-		if !c.GetStatus() {
-			notReady = append(notReady, c.GetType()+": "+c.GetReason()+" "+c.GetMessage())
-		}
+		notReady = append(notReady, c.GetType()+": "+c.GetReason()+" "+c.GetMessage())
 	}
 	if len(notReady) > 0 {
-		r.warn(name, desc+": runtime ready; "+strings.Join(notReady, "; "), "pods need a CNI network config (image pulls work without one)")
+		r.warn(name, desc+": runtime ready; "+strings.Join(notReady, "; "), strings.Join(fixes, "; "))
 	} else {
 		r.ok(name, desc+": runtime ready")
 	}

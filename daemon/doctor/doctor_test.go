@@ -32,6 +32,7 @@ type node struct {
 	endpoint  string // the registries' endpoint (hosts.toml server)
 
 	roleARN    string // "" = default chain
+	region     string // awsECR.region ("" = not set)
 	audience   string
 	registries []string
 	extra      string // appended to the config
@@ -58,7 +59,7 @@ func newNode(t *testing.T, opts fakeaws.Options) *node {
 	}
 	n := &node{t: t, fake: f, dir: dir,
 		tokenFile: filepath.Join(dir, "token"), certsDir: filepath.Join(dir, "certs.d"), ctrConfig: filepath.Join(dir, "containerd.toml"),
-		endpoint: "https://127.0.0.1:5443", roleARN: testRole, audience: fakeaws.DefaultAudience, registries: []string{hostUSE1}}
+		endpoint: "https://127.0.0.1:5443", roleARN: testRole, region: "us-east-1", audience: fakeaws.DefaultAudience, registries: []string{hostUSE1}}
 	if err := os.Mkdir(n.certsDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +102,10 @@ func (n *node) configFile() string {
 	if n.roleARN != "" {
 		fmt.Fprintf(&b, "  roleArn: %q\n", n.roleARN)
 	}
-	b.WriteString("  region: us-east-1\nregistries:\n")
+	if n.region != "" {
+		fmt.Fprintf(&b, "  region: %q\n", n.region)
+	}
+	b.WriteString("registries:\n")
 	for _, h := range n.registries {
 		fmt.Fprintf(&b, "  - host: %q\n    endpoint: %q\n", h, n.endpoint)
 	}
@@ -260,6 +264,18 @@ func TestRun(t *testing.T) {
 				n.roleARN = ""
 			},
 			want:   []want{{name: "aws identity", status: Fail, detail: "found no credentials", fix: "set awsECR.roleArn"}},
+			failed: true,
+		},
+		{
+			name: "no STS region and no registries",
+			prepare: func(n *node) {
+				n.region, n.registries = "", nil
+			},
+			want: []want{
+				{name: "config", status: OK, detail: "STS region unset"},
+				{name: "aws identity", status: Fail, detail: "no STS region", fix: "set awsECR.region"},
+				{name: "ecr", status: Skip, detail: "no registries configured"},
+			},
 			failed: true,
 		},
 		{
