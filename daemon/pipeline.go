@@ -50,11 +50,76 @@ func keyOf(c *config.Config) identityKey {
 // newPipeline builds (but does not start) the pipeline for cfg. It calls no
 // AWS API: loading the SDK config only reads the environment and files.
 func (d *daemon) newPipeline(ctx context.Context, cfg *config.Config) (*pipeline, error) {
-	loadOpts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRetryMaxAttempts(sdkRetryMaxAttempts)}
+	var apiOpts []func(*middleware.Stack) error
 	if d.metrics != nil {
 		// Every client built from this config (STS, ECR, workload STS) is
 		// instrumented at the SDK boundary.
-		loadOpts = append(loadOpts, awsconfig.WithAPIOptions([]func(*middleware.Stack) error{d.metrics.AWSMiddleware()}))
+		apiOpts = append(apiOpts, d.metrics.AWSMiddleware())
+	}
+	log := d.log.Named("identity")
+	id, err := NewAWSIdentity(ctx, cfg, log, apiOpts...)
+	if err != nil {
+		return nil, err
+	}
+	p := &pipeline{key: keyOf(cfg), log: log, source: id.Source, web: id.Web, stsEndpoint: id.STSEndpoint}
+	if id.Web == nil {
+		log.Info("using the default AWS credential chain (no awsECR.roleArn)")
+	} else {
+		if id.STSEndpointErr != nil {
+			log.Warn("cannot resolve the STS endpoint; credentials will fail until it is fixed", zap.Error(id.STSEndpointErr))
+		} else {
+			log.Info("using web identity", zap.String("role_arn", cfg.AWSECR.RoleARN), zap.String("sts_endpoint", id.STSEndpoint),
+				zap.String("region", id.Config.Region), zap.String("region_from", cfg.STSRegionFrom),
+				zap.String("token_file", cfg.Identity.TokenFile), zap.String("audience", cfg.Identity.Audience))
+		}
+		w, err := identity.NewWatcher(cfg.Identity.TokenFile, identity.WatcherOptions{Log: log})
+		if err != nil {
+			return nil, err
+		}
+		p.watcher = w
+	}
+	p.agent = tokens.NewAgent(tokens.Options{
+		Log:      d.log.Named("tokens"),
+		NewECR:   tokens.NewECRFactory(id.ECRConfig()),
+		OnChange: d.onChange,
+		OnRemove: d.onRemove,
+	})
+	p.workloads = d.newWorkloads(id.Config, cfg)
+	p.agent.SetRegistries(hostsOf(cfg))
+	return p, nil
+}
+
+// AWSIdentity is the AWS side the daemon builds from a config: the SDK
+// config (STS region, short SDK retries), the identity source and the STS
+// endpoint it calls. `doctor` builds it with the same function.
+type AWSIdentity struct {
+	Config aws.Config
+	Source identity.Source
+	Web    *identity.WebIdentity // nil with the default chain
+	// STSEndpoint is the URL AssumeRoleWithWebIdentity goes to (web identity
+	// only); STSEndpointErr says why it could not be resolved.
+	STSEndpoint    string
+	STSEndpointErr error
+}
+
+// ECRConfig is the SDK config the ECR clients are built from: Config with
+// the identity's credentials.
+func (a *AWSIdentity) ECRConfig() aws.Config {
+	c := a.Config.Copy()
+	c.Credentials = a.Source
+	return c
+}
+
+// NewAWSIdentity loads the SDK config (AWS_REGION, AWS_ENDPOINT_URL_STS and
+// the rest of the standard environment) and builds web identity for
+// awsECR.roleArn, else the default credential chain. It calls no AWS API.
+func NewAWSIdentity(ctx context.Context, cfg *config.Config, log *zap.Logger, apiOpts ...func(*middleware.Stack) error) (*AWSIdentity, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	loadOpts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRetryMaxAttempts(sdkRetryMaxAttempts)}
+	if len(apiOpts) > 0 {
+		loadOpts = append(loadOpts, awsconfig.WithAPIOptions(apiOpts))
 	}
 	if cfg.STSRegion != "" {
 		loadOpts = append(loadOpts, awsconfig.WithRegion(cfg.STSRegion))
@@ -63,41 +128,14 @@ func (d *daemon) newPipeline(ctx context.Context, cfg *config.Config) (*pipeline
 	if err != nil {
 		return nil, err
 	}
-	log := d.log.Named("identity")
-	p := &pipeline{key: keyOf(cfg), log: log}
+	id := &AWSIdentity{Config: awsCfg}
 	if cfg.AWSECR.RoleARN == "" {
-		p.source = identity.NewDefaultChain(awsCfg.Credentials, nil)
-		log.Info("using the default AWS credential chain (no awsECR.roleArn)")
-	} else {
-		if err := d.newWebIdentity(ctx, p, cfg, awsCfg, log); err != nil {
-			return nil, err
-		}
+		id.Source = identity.NewDefaultChain(awsCfg.Credentials, nil)
+		return id, nil
 	}
-	ecrCfg := awsCfg.Copy()
-	ecrCfg.Credentials = p.source
-	p.agent = tokens.NewAgent(tokens.Options{
-		Log:      d.log.Named("tokens"),
-		NewECR:   tokens.NewECRFactory(ecrCfg),
-		OnChange: d.onChange,
-		OnRemove: d.onRemove,
-	})
-	p.workloads = d.newWorkloads(awsCfg, cfg)
-	p.agent.SetRegistries(hostsOf(cfg))
-	return p, nil
-}
-
-func (d *daemon) newWebIdentity(ctx context.Context, p *pipeline, cfg *config.Config, awsCfg aws.Config, log *zap.Logger) error {
-	region := awsCfg.Region
 	override := firstNonEmpty(os.Getenv("AWS_ENDPOINT_URL_STS"), os.Getenv("AWS_ENDPOINT_URL"), aws.ToString(awsCfg.BaseEndpoint))
 	fips := os.Getenv("AWS_USE_FIPS_ENDPOINT") == "true"
-	if ep, err := identity.STSEndpoint(ctx, region, fips && override == "", override); err != nil {
-		log.Warn("cannot resolve the STS endpoint; credentials will fail until it is fixed", zap.Error(err))
-	} else {
-		p.stsEndpoint = ep
-		log.Info("using web identity", zap.String("role_arn", cfg.AWSECR.RoleARN), zap.String("sts_endpoint", ep),
-			zap.String("region", region), zap.String("region_from", cfg.STSRegionFrom),
-			zap.String("token_file", cfg.Identity.TokenFile), zap.String("audience", cfg.Identity.Audience))
-	}
+	id.STSEndpoint, id.STSEndpointErr = identity.STSEndpoint(ctx, awsCfg.Region, fips && override == "", override)
 	stsClient := sts.NewFromConfig(awsCfg, func(o *sts.Options) {
 		o.Credentials = aws.AnonymousCredentials{} // AssumeRoleWithWebIdentity is unsigned
 	})
@@ -111,14 +149,10 @@ func (d *daemon) newWebIdentity(ctx context.Context, p *pipeline, cfg *config.Co
 		Log:         log,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	w, err := identity.NewWatcher(cfg.Identity.TokenFile, identity.WatcherOptions{Log: log})
-	if err != nil {
-		return err
-	}
-	p.source, p.web, p.watcher = web, web, w
-	return nil
+	id.Source, id.Web = web, web
+	return id, nil
 }
 
 // start runs the watcher and the agent until stop.

@@ -847,11 +847,18 @@ func (a *Agent) fetch(ctx context.Context, s *service) (*Credential, error) {
 	}
 	cctx, cancel := context.WithTimeout(ctx, a.callTimeout)
 	defer cancel()
-	out, err := s.client.GetAuthorizationToken(cctx, &ecr.GetAuthorizationTokenInput{})
+	return FetchCredential(cctx, s.client, a.clock.Now)
+}
+
+// FetchCredential makes one GetAuthorizationToken call and validates the
+// answer as the agent does (now dates it). `doctor` uses it. Errors never
+// echo the token.
+func FetchCredential(ctx context.Context, c ECRAPI, now func() time.Time) (*Credential, error) {
+	out, err := c.GetAuthorizationToken(ctx, &ecr.GetAuthorizationTokenInput{})
 	if err != nil {
 		return nil, err
 	}
-	return credentialFrom(out, a.clock.Now())
+	return credentialFrom(out, now())
 }
 
 // credentialFrom validates ECR's answer. Errors never echo the token.

@@ -38,6 +38,7 @@ commands:
   print-kubelet-config  print the kubelet's CredentialProviderConfig for this plugin
   setup-containerd      make containerd's config read the certs dir (checked edit, backup; --restart)
   trust-policy          print the IAM role trust policy for the node's service account
+  doctor                check config, token, STS, ECR, certs dir, containerd and CRI; each failure names its fix
   version               print version, commit and Go version
   help                  show this text
 
@@ -88,6 +89,8 @@ func runIO(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return setupContainerdCmd(args[1:], stdout, stderr)
 	case "trust-policy":
 		return trustPolicyCmd(args[1:], stdout, stderr)
+	case "doctor":
+		return doctorCmd(args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "ecr-node-auth: unknown command %q\n", args[0])
 	usage(stderr)

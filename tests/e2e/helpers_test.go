@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -207,22 +208,60 @@ func (w *world) newDaemon(token string) (*harness.Daemon, *harness.TokenDir) {
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	cfg := harness.DaemonConfig{
-		RoleArn:          fakeaws.DefaultRoleARN,
-		Region:           region,
-		Registries:       []harness.Registry{{Host: ecrHost, Endpoint: w.reg.URL(), CA: w.reg.CAFile()}},
-		TokenFile:        td.Path(),
-		Audience:         fakeaws.DefaultAudience,
-		CertsDir:         w.certsDir,
-		ContainerdConfig: w.ctr.ConfigFile,
-		Socket:           filepath.Join(ddir, "auth.sock"),
-		// Daemons run in parallel: no fixed metrics port.
-		MetricsAddress: &noMetrics,
-	}
+	cfg := w.daemonConfig(td.Path())
 	env := w.fake.Env()
 	env["AWS_REGION"] = region
 	w.daemon = harness.NewDaemon(w.t, daemonBin, ddir, cfg, env)
 	return w.daemon, td
+}
+
+// daemonConfig is the config newDaemon runs the daemon with, reading tokenFile.
+func (w *world) daemonConfig(tokenFile string) harness.DaemonConfig {
+	return harness.DaemonConfig{
+		RoleArn:          fakeaws.DefaultRoleARN,
+		Region:           region,
+		Registries:       []harness.Registry{{Host: ecrHost, Endpoint: w.reg.URL(), CA: w.reg.CAFile()}},
+		TokenFile:        tokenFile,
+		Audience:         fakeaws.DefaultAudience,
+		CertsDir:         w.certsDir,
+		ContainerdConfig: w.ctr.ConfigFile,
+		Socket:           filepath.Join(w.dir, "daemon", "auth.sock"),
+		// Daemons run in parallel: no fixed metrics port.
+		MetricsAddress: &noMetrics,
+	}
+}
+
+// issuedSecrets is every secret the fakes of this run issued (JWTs and their
+// signatures alone, secret keys, session tokens, ECR passwords and Basic forms).
+func issuedSecrets() []string {
+	var secrets []string
+	fakesMu.Lock()
+	defer fakesMu.Unlock()
+	for _, f := range fakes {
+		for _, s := range f.Secrets() {
+			secrets = append(secrets, s)
+			// A JWT's signature is what makes it usable: look for it alone too.
+			if parts := strings.Split(s, "."); len(parts) == 3 && len(parts[2]) >= 32 {
+				secrets = append(secrets, parts[2])
+			}
+		}
+	}
+	return secrets
+}
+
+// checkNoSecrets fails t for every artifact holding one of secrets.
+func checkNoSecrets(t *testing.T, arts []harness.Artifact, secrets []string) {
+	t.Helper()
+	for _, a := range arts {
+		for _, s := range secrets {
+			if len(s) < 16 {
+				continue
+			}
+			if bytes.Contains(a.Data, []byte(s)) {
+				t.Errorf("%s contains a secret the fake issued (%s, %d chars)", a.Name, redact(s), len(s))
+			}
+		}
+	}
 }
 
 // hosts parses certs.d/<ecrHost> with containerd's loader and checks what the daemon
