@@ -32,6 +32,10 @@ func (d *daemon) onChange(e tokens.Entry) {
 		return
 	}
 	if !e.Credential.Usable(time.Now()) {
+		if isPublic(host) && !e.OnDemand {
+			d.withdrawPublic()
+			return
+		}
 		d.setFileIfUnset(host, filePending)
 		return
 	}
@@ -88,6 +92,9 @@ func (d *daemon) hostConfig(host string, cred *tokens.Credential, onDemand bool)
 			return cri.HostConfig{Host: host, Endpoint: r.Endpoint, CA: r.CA, Authorization: cred.AuthorizationHeader()}, d.writer, true
 		}
 	}
+	if isPublic(host) && d.cfg.PublicECR && !onDemand {
+		return publicConfig(cred), d.writer, true
+	}
 	if onDemand && d.cfg.LearnRegistries {
 		return cri.HostConfig{Host: host, Authorization: cred.AuthorizationHeader()}, d.writer, true
 	}
@@ -96,8 +103,8 @@ func (d *daemon) hostConfig(host string, cred *tokens.Credential, onDemand bool)
 
 // reconcile makes the certs dir match the config: deleted files are
 // re-created, and managed files of registries no longer configured are
-// removed. Pruning waits until every configured registry holds a usable
-// token, so a restart during an AWS outage never deletes a file whose token
+// removed. Pruning waits until every configured registry (ECR Public aside)
+// holds a usable token, so a restart during an AWS outage never deletes a file whose token
 // still works.
 func (d *daemon) reconcile() {
 	d.mu.Lock()
@@ -114,6 +121,19 @@ func (d *daemon) reconcile() {
 			continue
 		}
 		want = append(want, cri.HostConfig{Host: r.Host.Name, Endpoint: r.Endpoint, CA: r.CA, Authorization: e.Credential.AuthorizationHeader()})
+	}
+	if cfg.PublicECR {
+		// Best effort: a missing ECR Public token never holds back pruning,
+		// and never leaves a file with a dead header (anonymous pulls work).
+		// Until the first attempt, a file left from before a restart stays.
+		switch e, ok := p.agent.Lookup(publicHost.Name); {
+		case ok && e.Credential.Usable(now):
+			want = append(want, publicConfig(e.Credential))
+		case ok && !e.LastAttempt.IsZero():
+			d.withdrawPublic()
+		default:
+			complete = false
+		}
 	}
 	if cfg.LearnRegistries {
 		// Learned on-demand registries keep their files while served.

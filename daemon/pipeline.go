@@ -174,10 +174,15 @@ func (d *daemon) tokenChanged() {
 	p.agent.RefreshNow()
 }
 
+// hostsOf is the hosts the agent keeps tokens for: the registries, and
+// public.ecr.aws with publicECR.
 func hostsOf(c *config.Config) []ecrhost.Host {
-	hs := make([]ecrhost.Host, len(c.Registries))
+	hs := make([]ecrhost.Host, len(c.Registries), len(c.Registries)+1)
 	for i, r := range c.Registries {
 		hs[i] = r.Host
+	}
+	if c.PublicECR {
+		hs = append(hs, publicHost)
 	}
 	return hs
 }

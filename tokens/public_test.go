@@ -146,7 +146,9 @@ func TestPublicFailureLoggedOnce(t *testing.T) {
 			func(_ *testing.T, _ *harness, f *fakeaws.Fake) {
 				f.InjectErrorAlways(fakeaws.ActionPublicGetAuthorizationToken, accessDenied)
 			},
-			func(_ *testing.T, _ *harness, f *fakeaws.Fake) { f.ClearFaults(fakeaws.ActionPublicGetAuthorizationToken) },
+			func(_ *testing.T, _ *harness, f *fakeaws.Fake) {
+				f.ClearFaults(fakeaws.ActionPublicGetAuthorizationToken)
+			},
 			"permanent", "AccessDeniedException"},
 		{"no credentials",
 			func(t *testing.T, h *harness, f *fakeaws.Fake) {

@@ -59,6 +59,10 @@ type Config struct {
 	// MetricsAddress is host:port of the /healthz, /readyz and /metrics
 	// server ("" = off).
 	MetricsAddress string
+	// PublicECR: also get an ECR Public token (ecr-public, always in
+	// us-east-1) and write certs.d/public.ecr.aws/hosts.toml with it. Best
+	// effort: without it pulls from public.ecr.aws are anonymous.
+	PublicECR bool
 
 	// STSRegion is the region for STS: awsECR.region, else AWS_REGION, else
 	// the first registry's region; "" if none of them is set.
@@ -259,5 +263,7 @@ func (d *decoder) resolveRegion(c *Config, envRegion string) {
 		c.STSRegion, c.STSRegionFrom = envRegion, "AWS_REGION"
 	case len(c.Registries) > 0:
 		c.STSRegion, c.STSRegionFrom = c.Registries[0].Host.Region, "first registry ("+c.Registries[0].Host.Name+")"
+	case c.PublicECR:
+		c.STSRegion, c.STSRegionFrom = "us-east-1", "publicECR (ECR Public tokens come from us-east-1)"
 	}
 }

@@ -13,7 +13,7 @@ import (
 // laterKeys are in design.md's schema but not read by this version yet; they
 // get a clearer message than a typo would.
 var laterKeys = map[string]bool{
-	"mirrors": true, "publicECR": true,
+	"mirrors": true,
 }
 
 // decoder walks the yaml.Node tree so that every error carries a line.
@@ -75,6 +75,7 @@ func (d *decoder) decode(data []byte, c *Config) {
 			c.SocketGID = gid
 		},
 		"learnRegistries": d.boolean("learnRegistries", &c.LearnRegistries),
+		"publicECR":       d.boolean("publicECR", &c.PublicECR),
 		"metricsAddress": func(n *yaml.Node) {
 			if n.Kind == yaml.ScalarNode && n.Tag == "!!str" && n.Value == "" {
 				c.MetricsAddress = "" // an explicit "" turns the server off
@@ -238,6 +239,10 @@ func (d *decoder) registry(n *yaml.Node, path string) (Registry, bool) {
 		d.errf(hostNode, "%s: invalid registry %v", path, err)
 		return r, false
 	}
+	if h.Public {
+		d.errf(hostNode, "%s: %s is Amazon ECR Public, not a private registry: remove it from registries and set publicECR: true", path, h.Name)
+		return r, false
+	}
 	r.Host = h
 	return r, true
 }
@@ -248,6 +253,10 @@ func (d *decoder) checkPartitions(c *Config) {
 	p := c.AWSECR.RolePartition()
 	if p == "" {
 		return
+	}
+	if c.PublicECR && p != "aws" {
+		d.errs = append(d.errs, fmt.Errorf("%s: publicECR: Amazon ECR Public exists only in the aws partition but awsECR.roleArn is in partition %s; set publicECR: false (public images still pull anonymously)",
+			d.name, p))
 	}
 	for i, r := range c.Registries {
 		if r.Host.Partition != p {
