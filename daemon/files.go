@@ -31,11 +31,15 @@ func (d *daemon) onChange(e tokens.Entry) {
 	if e.OnDemand && !d.learning() {
 		return
 	}
-	if !e.Credential.Usable(time.Now()) {
-		if isPublic(host) && !e.OnDemand {
+	if isPublic(host) && !e.OnDemand {
+		if !e.Credential.Usable(time.Now()) {
 			d.withdrawPublic()
 			return
 		}
+		d.pubMu.Lock() // see withdrawPublic
+		defer d.pubMu.Unlock()
+	}
+	if !e.Credential.Usable(time.Now()) {
 		d.setFileIfUnset(host, filePending)
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -41,6 +42,15 @@ func publicConfig(cred *tokens.Credential) cri.HostConfig {
 // them fail. A file that is not ours is left alone (reported once).
 func (d *daemon) withdrawPublic() {
 	host := publicHost.Name
+	// Serialised with onChange's write of a new token: a reconcile that read
+	// an older snapshot must not remove the file just written.
+	d.pubMu.Lock()
+	defer d.pubMu.Unlock()
+	if p := d.currentPipe(); p != nil {
+		if e, ok := p.agent.Lookup(host); ok && e.Credential.Usable(time.Now()) {
+			return
+		}
+	}
 	d.mu.Lock()
 	w := d.writer
 	d.mu.Unlock()
