@@ -155,7 +155,21 @@ func TestPublicECR(t *testing.T) {
 		if !st.Ready || i < 0 || !st.Registries[i].Valid || st.Registries[i].LastError != "" {
 			t.Errorf("status:\n%s", raw)
 		}
+		noSecrets(t, w, d.Log(), string(raw))
 	})
+}
+
+// noSecrets fails if a secret the fake issued (an ECR Public password among them) is in
+// any of texts (logs, status): the public token is a secret like the others.
+func noSecrets(t *testing.T, w *world, texts ...string) {
+	t.Helper()
+	for _, s := range w.fake.Secrets() {
+		for _, text := range texts {
+			if len(s) >= 16 && strings.Contains(text, s) {
+				t.Errorf("a secret the fake issued (%s) is in the daemon's output", redact(s))
+			}
+		}
+	}
 }
 
 // TestPublicECRFailing: with ecr-public answering AccessDenied, no public.ecr.aws
@@ -240,6 +254,7 @@ func TestPublicECRFailing(t *testing.T) {
 		if warns != 1 || repeats < retries {
 			t.Errorf("%d warnings and %d debug repeats over %d ecr-public calls, want 1 warning and >= %d repeats", warns, repeats, calls, retries)
 		}
+		noSecrets(t, w, d.Log(), string(raw))
 		if !d.Alive() {
 			t.Fatalf("daemon exited: %v", d.ExitErr())
 		}
