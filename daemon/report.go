@@ -63,6 +63,10 @@ func (v view) publicNote(now time.Time) string {
 		if e.LastError == "" {
 			return "publicECR: fetching the ECR Public token"
 		}
+		if e.Credential.Usable(now) {
+			return "publicECR: the ECR Public token cannot be renewed; the current one expires at " +
+				e.Credential.ExpiresAt.UTC().Format(time.RFC3339) + ", then pulls from public.ecr.aws are anonymous: " + oneLine(e.LastError)
+		}
 		return "publicECR: no ECR Public token, so pulls from public.ecr.aws are anonymous (lower rate limit): " + oneLine(e.LastError)
 	}
 	return ""
