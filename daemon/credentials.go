@@ -42,6 +42,11 @@ func (d *daemon) Credentials(ctx context.Context, image string) (api.Credentials
 	defer cancel()
 	e, err := p.agent.Get(ctx, h)
 	if err != nil {
+		if h.Public {
+			// "No credentials" lets the kubelet and docker pull anonymously,
+			// where an error would fail the pull.
+			return api.Credentials{}, api.Errorf(api.CodeNotECR, "no ECR Public token for %s (pull anonymously, at the lower anonymous rate limit): %s", h.Name, oneLine(err.Error()))
+		}
 		return api.Credentials{}, getError(h, err)
 	}
 	return answer(spelled, e), nil
@@ -97,7 +102,8 @@ func answer(registry string, e tokens.Entry) api.Credentials {
 }
 
 // ecrHost parses image and refuses what the daemon cannot serve: not ECR
-// (404), ECR Public and other partitions (404), malformed ECR hosts (400).
+// (404), ECR Public without publicECR and other partitions (404), malformed
+// ECR hosts (400).
 func (d *daemon) ecrHost(image, spelled string) (ecrhost.Host, error) {
 	h, err := ecrhost.Parse(image)
 	if err != nil {
@@ -111,12 +117,12 @@ func (d *daemon) ecrHost(image, spelled string) (ecrhost.Host, error) {
 		}
 		return h, api.Errorf(api.CodeBadRequest, "%s is not a valid Amazon ECR registry: %s", quoteHost(spelled), reason)
 	}
-	if h.Public {
-		return h, api.Errorf(api.CodeNotECR, "%s is Amazon ECR Public, which this daemon does not serve (publicECR is not supported by this version); public images pull without credentials", h.Name)
-	}
 	d.mu.Lock()
-	part := d.cfg.AWSECR.RolePartition()
+	part, public := d.cfg.AWSECR.RolePartition(), d.cfg.PublicECR
 	d.mu.Unlock()
+	if h.Public && !public {
+		return h, api.Errorf(api.CodeNotECR, "%s is Amazon ECR Public and publicECR is off in the config: public images pull anonymously (set publicECR: true for authenticated pulls)", h.Name)
+	}
 	if part != "" && h.Partition != part {
 		return h, api.Errorf(api.CodeNotECR, "%s is in AWS partition %s but this daemon's identity (awsECR.roleArn) is in partition %s: it cannot get credentials for it", h.Name, h.Partition, part)
 	}

@@ -36,6 +36,14 @@ func (d *daemon) onChange(e tokens.Entry) {
 	if e.OnDemand && !d.learning() {
 		return
 	}
+	if isPublic(host) && !e.OnDemand {
+		if !e.Credential.Usable(time.Now()) {
+			d.withdrawPublic()
+			return
+		}
+		d.pubMu.Lock() // see withdrawPublic
+		defer d.pubMu.Unlock()
+	}
 	hcs, w := d.hostConfigs(host, e.OnDemand)
 	if !e.Credential.Usable(time.Now()) {
 		for _, hc := range hcs {
@@ -104,7 +112,11 @@ func (d *daemon) hostConfigs(host string, onDemand bool) ([]cri.HostConfig, *cri
 			break
 		}
 	}
-	if !own && onDemand && d.cfg.LearnRegistries {
+	switch {
+	case own:
+	case isPublic(host) && d.cfg.PublicECR && !onDemand:
+		out = append(out, publicConfig(nil))
+	case onDemand && d.cfg.LearnRegistries:
 		out = append(out, cri.HostConfig{Host: host})
 	}
 	for _, m := range d.cfg.Mirrors {
@@ -123,8 +135,8 @@ func mirrorConfig(m config.Mirror, auth string) cri.HostConfig {
 
 // reconcile makes the certs dir match the config: deleted files are
 // re-created, and managed files of registries no longer configured are
-// removed. Pruning waits until every configured registry holds a usable
-// token, so a restart during an AWS outage never deletes a file whose token
+// removed. Pruning waits until every configured registry (ECR Public aside)
+// holds a usable token, so a restart during an AWS outage never deletes a file whose token
 // still works.
 func (d *daemon) reconcile() {
 	d.mu.Lock()
@@ -157,6 +169,19 @@ func (d *daemon) reconcile() {
 			continue
 		}
 		want = append(want, mirrorConfig(m, auth))
+	}
+	if cfg.PublicECR {
+		// Best effort: a missing ECR Public token never holds back pruning,
+		// and never leaves a file with a dead header (anonymous pulls work).
+		// Until the first attempt, a file left from before a restart stays.
+		switch e, ok := p.agent.Lookup(publicHost.Name); {
+		case ok && e.Credential.Usable(now):
+			want = append(want, publicConfig(e.Credential))
+		case ok && !e.LastAttempt.IsZero():
+			d.withdrawPublic()
+		default:
+			complete = false
+		}
 	}
 	if cfg.LearnRegistries {
 		// Learned on-demand registries keep their files while served.

@@ -208,8 +208,15 @@ func (d *daemon) tokenChanged() {
 	p.agent.RefreshNow()
 }
 
-// hostsOf is every ECR host the agent serves: registries and mirrors.
-func hostsOf(c *config.Config) []ecrhost.Host { return c.ECRHosts() }
+// hostsOf is every host the agent keeps tokens for: the registries, the
+// mirrors' ECR hosts, and public.ecr.aws with publicECR.
+func hostsOf(c *config.Config) []ecrhost.Host {
+	hs := c.ECRHosts()
+	if c.PublicECR {
+		hs = append(hs, publicHost)
+	}
+	return hs
+}
 
 func firstNonEmpty(s ...string) string {
 	for _, v := range s {

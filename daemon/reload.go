@@ -101,7 +101,8 @@ func (d *daemon) keepRestartOnly(prev, next *config.Config) {
 	}
 }
 
-// dropped lists the registries of prev that next no longer has.
+// dropped lists the registries of prev that next no longer has (ECR Public
+// too, when publicECR was turned off).
 func dropped(prev, next *config.Config) []string {
 	keep := map[string]bool{}
 	for _, r := range next.Registries {
@@ -112,6 +113,9 @@ func dropped(prev, next *config.Config) []string {
 		if !keep[r.Host.Name] {
 			out = append(out, r.Host.Name)
 		}
+	}
+	if prev.PublicECR && !next.PublicECR {
+		out = append(out, publicHost.Name)
 	}
 	return out
 }

@@ -15,6 +15,7 @@ const noteIdle = "no registries configured: idle"
 // view is a consistent copy of what the reports are built from.
 type view struct {
 	cfgRegistries int
+	public        bool // publicECR
 	entries       []tokens.Entry
 	id            identity.Status
 	pipe          *pipeline
@@ -22,9 +23,9 @@ type view struct {
 
 func (d *daemon) view() view {
 	d.mu.Lock()
-	p, n := d.pipe, len(hostsOf(d.cfg))
+	p, n, public := d.pipe, len(d.cfg.ECRHosts()), d.cfg.PublicECR
 	d.mu.Unlock()
-	v := view{cfgRegistries: n, pipe: p}
+	v := view{cfgRegistries: n, public: public, pipe: p}
 	if p != nil {
 		v.entries = p.agent.Snapshot()
 		v.id = p.source.Status()
@@ -34,20 +35,57 @@ func (d *daemon) view() view {
 
 // configured is the entries of configured registries (on-demand ones do not
 // decide readiness or health: a failing on-demand host is reported in
-// status and answered with 503 on the socket).
+// status and answered with 503 on the socket; nor does ECR Public, which
+// pulls anonymously without a token).
 func (v view) configured() []tokens.Entry {
 	out := make([]tokens.Entry, 0, len(v.entries))
 	for _, e := range v.entries {
-		if !e.OnDemand {
+		if !e.OnDemand && !e.BestEffort {
 			out = append(out, e)
 		}
 	}
 	return out
 }
 
+// publicNote says why ECR Public pulls are anonymous ("" when publicECR is
+// off or its token is valid).
+func (v view) publicNote(now time.Time) string {
+	if !v.public {
+		return ""
+	}
+	for _, e := range v.entries {
+		if e.Host.Name != publicHost.Name {
+			continue
+		}
+		if e.Credential.Valid(now) {
+			return ""
+		}
+		if e.LastError == "" {
+			return "publicECR: fetching the ECR Public token"
+		}
+		if e.Credential.Usable(now) {
+			return "publicECR: the ECR Public token cannot be renewed; the current one expires at " +
+				e.Credential.ExpiresAt.UTC().Format(time.RFC3339) + ", then pulls from public.ecr.aws are anonymous: " + oneLine(e.LastError)
+		}
+		return "publicECR: no ECR Public token, so pulls from public.ecr.aws are anonymous (lower rate limit): " + oneLine(e.LastError)
+	}
+	return ""
+}
+
 // stateLine is the systemd STATUS= line and the status API's state.
 func (d *daemon) stateLine() string {
 	v := d.view()
+	line := v.privateState()
+	if n := v.publicNote(time.Now()); n != "" {
+		line += "; " + n
+	} else if v.public && v.cfgRegistries == 0 {
+		line = "serving ECR Public only (no registries configured)"
+	}
+	return line
+}
+
+// privateState is the state of the configured (private) registries.
+func (v view) privateState() string {
 	if v.cfgRegistries == 0 {
 		return "idle: no registries configured"
 	}
@@ -150,7 +188,10 @@ func (d *daemon) Status() api.Status {
 	st.Workloads = d.workloadStatus()
 	st.State = d.stateLine()
 	st.Ready = v.cfgRegistries == 0 || (v.pipe != nil && v.pipe.agent.Ready())
-	if v.cfgRegistries == 0 {
+	if n := v.publicNote(now); n != "" {
+		st.Notes = append(st.Notes, n)
+	}
+	if v.cfgRegistries == 0 && !v.public {
 		st.Notes = append([]string{noteIdle}, st.Notes...)
 	}
 	return st

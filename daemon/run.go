@@ -76,6 +76,8 @@ type daemon struct {
 	// rearmsBefore counts the token file re-arms of pipelines replaced by
 	// reloads, so the counter never goes down.
 	rearmsBefore atomic.Int64
+	// pubMu orders writing and withdrawing public.ecr.aws's hosts.toml.
+	pubMu sync.Mutex
 
 	mu         sync.Mutex
 	cfg        *config.Config

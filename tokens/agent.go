@@ -74,6 +74,11 @@ type Entry struct {
 	// while it is looked up, is dropped after Options.OnDemandIdle without a
 	// lookup, and does not count for Ready.
 	OnDemand bool
+	// BestEffort is true for an ECR Public host: anonymous pulls from it work
+	// without a token, so it does not count for Ready, and an unchanged
+	// failure is logged once at warn (again only when the reason changes or
+	// after a recovery), not on every retry.
+	BestEffort bool
 }
 
 // Options configures an Agent. Every field is optional except NewECR.
@@ -658,13 +663,13 @@ func (a *Agent) Snapshot() []Entry {
 }
 
 // Ready reports whether every configured host holds a valid credential
-// (on-demand hosts do not count). With no hosts configured the agent is ready
-// (and idle).
+// (on-demand and best-effort hosts do not count). With no hosts configured
+// the agent is ready (and idle).
 func (a *Agent) Ready() bool {
 	now := a.clock.Now()
 	entries := a.snap.Load().sorted
 	for i := range entries {
-		if !entries[i].OnDemand && !entries[i].Credential.Valid(now) {
+		if !entries[i].OnDemand && !entries[i].BestEffort && !entries[i].Credential.Valid(now) {
 			return false
 		}
 	}
@@ -887,17 +892,22 @@ func credentialFrom(out *ecr.GetAuthorizationTokenOutput, now time.Time) (*Crede
 
 // logFailure logs one line per failed attempt: at warn (error when no usable
 // credential is held) the first time and whenever the failure changes, then
-// at debug with a repeat count, and at warn again every RewarnEvery.
+// at debug with a repeat count, and at warn again every RewarnEvery. A
+// best-effort service (ECR Public) logs at warn only, once per distinct
+// failure: anonymous pulls work meanwhile, so a repeat is not news.
 func (a *Agent) logFailure(s *service, c *refresh.Classified, now, next time.Time) {
 	held := s.cred.Usable(now)
+	best := bestEffort(s.key)
 	key := fmt.Sprintf("%d|%s|%s|%t", c.Class, c.Code, c.Reason, held)
 	level := zapcore.WarnLevel
-	if !held {
+	if best {
+		key = fmt.Sprintf("%d|%s|%s", c.Class, c.Code, c.Reason)
+	} else if !held {
 		level = zapcore.ErrorLevel
 	}
 	if key == s.logKey {
 		s.repeats++
-		if now.Sub(s.lastWarn) < a.rewarn {
+		if best || now.Sub(s.lastWarn) < a.rewarn {
 			level = zapcore.DebugLevel
 		}
 	} else {
@@ -920,8 +930,16 @@ func (a *Agent) logFailure(s *service, c *refresh.Classified, now, next time.Tim
 	} else {
 		fields = append(fields, zap.Bool("credential_usable", false))
 	}
-	a.log.Log(level, "ECR token fetch failed", fields...)
+	msg := "ECR token fetch failed"
+	if best {
+		msg = "ECR Public token fetch failed; pulls from ECR Public stay anonymous (lower rate limit) until it works"
+	}
+	a.log.Log(level, msg, fields...)
 }
+
+// bestEffort reports whether a service's hosts work without a token: ECR
+// Public serves anonymous pulls.
+func bestEffort(s ecrhost.Service) bool { return s.Public }
 
 func (a *Agent) svcFields(s *service) []zap.Field {
 	names := make([]string, len(s.hosts))
@@ -939,6 +957,7 @@ func (a *Agent) entryLocked(s *service, h ecrhost.Host) Entry {
 	e := Entry{
 		Host:        h,
 		OnDemand:    a.onDemand[h.Name] != nil,
+		BestEffort:  bestEffort(s.key),
 		Credential:  s.cred,
 		LastRefresh: s.lastRefresh,
 		LastAttempt: s.lastAttempt,

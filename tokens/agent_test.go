@@ -1,6 +1,7 @@
 package tokens
 
 import (
+	"errors"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -672,12 +673,12 @@ func TestFailureLogging(t *testing.T) {
 
 func TestFactoryError(t *testing.T) {
 	h := newHarness(t, 12*time.Hour, 0, func(o *Options) {
-		o.NewECR = func(ecrhost.Service) (ECRAPI, error) { return nil, ErrPublicUnsupported }
+		o.NewECR = func(ecrhost.Service) (ECRAPI, error) { return nil, errors.New("no client for this service") }
 	})
-	pub := ecrhost.Host{Name: "public.ecr.aws", Region: "us-east-1", Partition: "aws", Public: true}
-	h.start(pub)
-	e := h.lookup(pub.Name)
-	if e.ErrorClass != "permanent" || !strings.Contains(e.LastError, "ECR Public is not supported yet") || h.agent.Ready() {
+	reg := host("111122223333", "eu-west-1")
+	h.start(reg)
+	e := h.lookup(reg.Name)
+	if e.ErrorClass != "permanent" || !strings.Contains(e.LastError, "no client for this service") || h.agent.Ready() {
 		t.Errorf("entry %+v", e)
 	}
 }

@@ -7,6 +7,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ecr"
+	ecrtypes "github.com/aws/aws-sdk-go-v2/service/ecr/types"
+	"github.com/aws/aws-sdk-go-v2/service/ecrpublic"
 	"github.com/ecr-node-auth/ecr-node-auth/tokens/ecrhost"
 )
 
@@ -17,9 +19,11 @@ type ECRAPI interface {
 
 var _ ECRAPI = (*ecr.Client)(nil)
 
-// ErrPublicUnsupported is returned by NewECRFactory's function for an ECR
-// Public service.
-var ErrPublicUnsupported = errors.New("ECR Public is not supported yet")
+// PublicRegion is the only region whose ecr-public API issues tokens: an
+// ECR Public client is always built for it, whatever the node's region
+// (field case 13: elsewhere the call fails with UnsupportedCommandException
+// or a DNS error).
+const PublicRegion = "us-east-1"
 
 // sdkRetryMaxAttempts keeps the SDK's own retries short: the agent's backoff
 // governs, and long SDK retries would hide throttling from it.
@@ -35,17 +39,15 @@ const sdkRetryMaxAttempts = 2
 //     and the custom endpoint is used as it is;
 //   - the SDK makes at most 2 attempts per call.
 //
-// ECR Public services get ErrPublicUnsupported.
+// An ECR Public service gets an ecr-public client in PublicRegion (custom
+// endpoint: AWS_ENDPOINT_URL_ECR_PUBLIC), seen through ECRAPI.
 func NewECRFactory(base aws.Config) func(ecrhost.Service) (ECRAPI, error) {
 	var (
 		mu      sync.Mutex
-		clients = map[ecrhost.Service]*ecr.Client{}
+		clients = map[ecrhost.Service]ECRAPI{}
 	)
 	return func(svc ecrhost.Service) (ECRAPI, error) {
-		if svc.Public {
-			return nil, ErrPublicUnsupported
-		}
-		if svc.Region == "" {
+		if svc.Region == "" && !svc.Public {
 			return nil, errors.New("ECR service has no region")
 		}
 		mu.Lock()
@@ -53,10 +55,51 @@ func NewECRFactory(base aws.Config) func(ecrhost.Service) (ECRAPI, error) {
 		if c, ok := clients[svc]; ok {
 			return c, nil
 		}
-		c := newECRClient(base, svc)
+		var c ECRAPI
+		if svc.Public {
+			c = newPublicClient(base, svc)
+		} else {
+			c = newECRClient(base, svc)
+		}
 		clients[svc] = c
 		return c, nil
 	}
+}
+
+// publicClient is an ecr-public client seen as ECRAPI, so ECR Public tokens
+// go through the same agent, refresh timing and backoff as every other.
+type publicClient struct{ c *ecrpublic.Client }
+
+func newPublicClient(base aws.Config, svc ecrhost.Service) *publicClient {
+	cfg := base.Copy()
+	cfg.Region = PublicRegion
+	return &publicClient{c: ecrpublic.NewFromConfig(cfg, func(o *ecrpublic.Options) {
+		o.Region = PublicRegion
+		o.RetryMaxAttempts = sdkRetryMaxAttempts
+		o.EndpointOptions.UseFIPSEndpoint = aws.FIPSEndpointStateDisabled
+		if o.BaseEndpoint == nil || *o.BaseEndpoint == "" {
+			if svc.DualStack {
+				o.EndpointOptions.UseDualStackEndpoint = aws.DualStackEndpointStateEnabled
+				return
+			}
+		}
+		o.EndpointOptions.UseDualStackEndpoint = aws.DualStackEndpointStateDisabled
+	})}
+}
+
+// GetAuthorizationToken calls ecr-public's GetAuthorizationToken and returns
+// its one authorization data as ECR's answer shape. The input is ignored
+// (ecr-public takes no registry ids).
+func (p *publicClient) GetAuthorizationToken(ctx context.Context, _ *ecr.GetAuthorizationTokenInput, _ ...func(*ecr.Options)) (*ecr.GetAuthorizationTokenOutput, error) {
+	out, err := p.c.GetAuthorizationToken(ctx, &ecrpublic.GetAuthorizationTokenInput{})
+	if err != nil {
+		return nil, err
+	}
+	res := &ecr.GetAuthorizationTokenOutput{ResultMetadata: out.ResultMetadata}
+	if d := out.AuthorizationData; d != nil {
+		res.AuthorizationData = []ecrtypes.AuthorizationData{{AuthorizationToken: d.AuthorizationToken, ExpiresAt: d.ExpiresAt}}
+	}
+	return res, nil
 }
 
 func newECRClient(base aws.Config, svc ecrhost.Service) *ecr.Client {
@@ -91,6 +134,19 @@ func newECRClient(base aws.Config, svc ecrhost.Service) *ecr.Client {
 // resolved the way the SDK does for every call, without any network traffic.
 // The daemon logs it at start and doctor prints it.
 func Endpoint(ctx context.Context, api ECRAPI) (string, error) {
+	if p, ok := api.(*publicClient); ok {
+		o := p.c.Options()
+		ep, err := o.EndpointResolverV2.ResolveEndpoint(ctx, ecrpublic.EndpointParameters{
+			Region:       aws.String(o.Region),
+			UseFIPS:      aws.Bool(false),
+			UseDualStack: aws.Bool(o.EndpointOptions.UseDualStackEndpoint == aws.DualStackEndpointStateEnabled),
+			Endpoint:     o.BaseEndpoint,
+		})
+		if err != nil {
+			return "", err
+		}
+		return ep.URI.String(), nil
+	}
 	c, ok := api.(*ecr.Client)
 	if !ok {
 		return "", errors.New("not an *ecr.Client")

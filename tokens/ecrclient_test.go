@@ -1,7 +1,6 @@
 package tokens
 
 import (
-	"errors"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -14,7 +13,7 @@ import (
 // isolateAWSEnv keeps the developer's AWS settings out of a test.
 func isolateAWSEnv(t *testing.T) {
 	for _, k := range []string{
-		"AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_ECR", "AWS_USE_FIPS_ENDPOINT", "AWS_USE_DUALSTACK_ENDPOINT",
+		"AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_ECR", "AWS_ENDPOINT_URL_ECR_PUBLIC", "AWS_USE_FIPS_ENDPOINT", "AWS_USE_DUALSTACK_ENDPOINT",
 		"AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
 	} {
 		t.Setenv(k, "")
@@ -103,11 +102,8 @@ func TestECRFactoryEndpoints(t *testing.T) {
 	}
 }
 
-func TestECRFactoryPublicAndInvalid(t *testing.T) {
+func TestECRFactoryInvalid(t *testing.T) {
 	newECR := NewECRFactory(loadConfig(t, nil))
-	if _, err := newECR(ecrhost.Service{Partition: "aws", Region: "us-east-1", Public: true}); !errors.Is(err, ErrPublicUnsupported) {
-		t.Errorf("public service: %v, want ErrPublicUnsupported", err)
-	}
 	if _, err := newECR(ecrhost.Service{Partition: "aws"}); err == nil {
 		t.Error("service without region accepted")
 	}

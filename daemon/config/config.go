@@ -61,6 +61,10 @@ type Config struct {
 	// MetricsAddress is host:port of the /healthz, /readyz and /metrics
 	// server ("" = off).
 	MetricsAddress string
+	// PublicECR: also get an ECR Public token (ecr-public, always in
+	// us-east-1) and write certs.d/public.ecr.aws/hosts.toml with it. Best
+	// effort: without it pulls from public.ecr.aws are anonymous.
+	PublicECR bool
 
 	// STSRegion is the region for STS: awsECR.region, else AWS_REGION, else
 	// the first registry's region; "" if none of them is set.
@@ -300,5 +304,7 @@ func (d *decoder) resolveRegion(c *Config, envRegion string) {
 		c.STSRegion, c.STSRegionFrom = c.Registries[0].Host.Region, "first registry ("+c.Registries[0].Host.Name+")"
 	case len(c.Mirrors) > 0:
 		c.STSRegion, c.STSRegionFrom = c.Mirrors[0].ECR.Region, "first mirror ("+c.Mirrors[0].ECR.Name+")"
+	case c.PublicECR:
+		c.STSRegion, c.STSRegionFrom = "us-east-1", "publicECR (ECR Public tokens come from us-east-1)"
 	}
 }

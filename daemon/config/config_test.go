@@ -122,6 +122,15 @@ log:
 			},
 		},
 		{
+			name: "STS region for publicECR alone is us-east-1",
+			yaml: "publicECR: true\n",
+			check: func(t *testing.T, c *Config) {
+				if !c.PublicECR || c.STSRegion != "us-east-1" || !strings.HasPrefix(c.STSRegionFrom, "publicECR") {
+					t.Errorf("got %v %q from %q", c.PublicECR, c.STSRegion, c.STSRegionFrom)
+				}
+			},
+		},
+		{
 			name: "null sections keep defaults",
 			yaml: "awsECR:\nidentity:\nlog:\n  level:\n",
 			check: func(t *testing.T, c *Config) {
@@ -195,7 +204,7 @@ func TestParseBad(t *testing.T) {
 		want []string // every string must be in the error
 	}{
 		{"unknown top key", "socket: /tmp/s\nregsitries: []\n",
-			[]string{`config.yaml:2: unknown key "regsitries" (known: awsECR, containerd, identity, learnRegistries, log, metricsAddress, mirrors, registries, socket, socketGroup)`}},
+			[]string{`config.yaml:2: unknown key "regsitries" (known: awsECR, containerd, identity, learnRegistries, log, metricsAddress, mirrors, publicECR, registries, socket, socketGroup)`}},
 		{"unknown nested key", "awsECR:\n  roleARN: x\n",
 			[]string{`config.yaml:2: unknown key "awsECR.roleARN" (known: region, roleArn)`}},
 		{"mirrors not a list", "mirrors: docker.io\n",
@@ -240,8 +249,14 @@ func TestParseBad(t *testing.T) {
 			[]string{`config.yaml:3: mirrors[0]: upstream and ecr are the same host`}},
 		{"mirror partition mismatch", "awsECR:\n  roleArn: arn:aws:iam::111122223333:role/r\nmirrors:\n  - upstream: docker.io\n    ecr: " + cn + "/docker-hub\n",
 			[]string{`config.yaml:4: mirrors[0]: ECR host ` + cn + ` is in partition aws-cn but awsECR.roleArn is in partition aws`}},
-		{"publicECR still refused", "publicECR: true\n",
-			[]string{`config.yaml:1: key "publicECR" is not supported by this version`}},
+		{"publicECR not bool", "publicECR: \"on\"\n",
+			[]string{`config.yaml:1: publicECR: expected true or false, got the string "on"`}},
+		{"public host in registries", "registries:\n  - public.ecr.aws\n",
+			[]string{`config.yaml:2: registries[0]: public.ecr.aws is Amazon ECR Public, not a private registry: remove it from registries and set publicECR: true`}},
+		{"dual-stack public host in registries", "registries: [{host: ecr-public.aws.com}]\n",
+			[]string{`config.yaml:1: registries[0]: ecr-public.aws.com is Amazon ECR Public`}},
+		{"publicECR outside the aws partition", "awsECR: {roleArn: 'arn:aws-cn:iam::111122223333:role/r'}\npublicECR: true\n",
+			[]string{`config.yaml: publicECR: Amazon ECR Public exists only in the aws partition but awsECR.roleArn is in partition aws-cn`}},
 		{"socketGroup unknown", "\nsocketGroup: no-such-group-xyz\n",
 			[]string{`config.yaml:2: socketGroup: group "no-such-group-xyz" does not exist on this node`}},
 		{"socketGroup unknown gid", "socketGroup: \"987654\"\n",
@@ -356,15 +371,18 @@ func TestSocketAndMetricsKeys(t *testing.T) {
 		gid     int
 		learn   bool
 		metrics string
+		public  bool
 	}{
-		{"defaults", "", "", -1, false, DefaultMetricsAddress},
-		{"group by name", "socketGroup: root\n", "root", 0, false, DefaultMetricsAddress},
-		{"group by gid", "socketGroup: \"0\"\n", "0", 0, false, DefaultMetricsAddress},
-		{"learn", "learnRegistries: true\n", "", -1, true, DefaultMetricsAddress},
-		{"metrics off", "metricsAddress: \"\"\n", "", -1, false, ""},
-		{"metrics null keeps default", "metricsAddress:\n", "", -1, false, DefaultMetricsAddress},
-		{"metrics ipv6", "metricsAddress: \"[::1]:9100\"\n", "", -1, false, "[::1]:9100"},
-		{"metrics all interfaces", "metricsAddress: \":9100\"\n", "", -1, false, ":9100"},
+		{"defaults", "", "", -1, false, DefaultMetricsAddress, false},
+		{"publicECR", "publicECR: true\n", "", -1, false, DefaultMetricsAddress, true},
+		{"publicECR off", "publicECR: false\n", "", -1, false, DefaultMetricsAddress, false},
+		{"group by name", "socketGroup: root\n", "root", 0, false, DefaultMetricsAddress, false},
+		{"group by gid", "socketGroup: \"0\"\n", "0", 0, false, DefaultMetricsAddress, false},
+		{"learn", "learnRegistries: true\n", "", -1, true, DefaultMetricsAddress, false},
+		{"metrics off", "metricsAddress: \"\"\n", "", -1, false, "", false},
+		{"metrics null keeps default", "metricsAddress:\n", "", -1, false, DefaultMetricsAddress, false},
+		{"metrics ipv6", "metricsAddress: \"[::1]:9100\"\n", "", -1, false, "[::1]:9100", false},
+		{"metrics all interfaces", "metricsAddress: \":9100\"\n", "", -1, false, ":9100", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -372,8 +390,8 @@ func TestSocketAndMetricsKeys(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c.SocketGroup != tt.group || c.SocketGID != tt.gid || c.LearnRegistries != tt.learn || c.MetricsAddress != tt.metrics {
-				t.Errorf("got group=%q gid=%d learn=%v metrics=%q", c.SocketGroup, c.SocketGID, c.LearnRegistries, c.MetricsAddress)
+			if c.SocketGroup != tt.group || c.SocketGID != tt.gid || c.LearnRegistries != tt.learn || c.MetricsAddress != tt.metrics || c.PublicECR != tt.public {
+				t.Errorf("got group=%q gid=%d learn=%v metrics=%q public=%v", c.SocketGroup, c.SocketGID, c.LearnRegistries, c.MetricsAddress, c.PublicECR)
 			}
 		})
 	}

@@ -12,12 +12,6 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// laterKeys are in design.md's schema but not read by this version yet; they
-// get a clearer message than a typo would.
-var laterKeys = map[string]bool{
-	"publicECR": true,
-}
-
 // decoder walks the yaml.Node tree so that every error carries a line.
 type decoder struct {
 	name string
@@ -78,6 +72,7 @@ func (d *decoder) decode(data []byte, c *Config) {
 			c.SocketGID = gid
 		},
 		"learnRegistries": d.boolean("learnRegistries", &c.LearnRegistries),
+		"publicECR":       d.boolean("publicECR", &c.PublicECR),
 		"metricsAddress": func(n *yaml.Node) {
 			if n.Kind == yaml.ScalarNode && n.Tag == "!!str" && n.Value == "" {
 				c.MetricsAddress = "" // an explicit "" turns the server off
@@ -127,8 +122,6 @@ func (d *decoder) mapping(n *yaml.Node, path string, fields map[string]func(*yam
 		switch {
 		case ok:
 			f(v)
-		case path == "" && laterKeys[k.Value]:
-			d.errf(k, "key %q is not supported by this version of ecr-node-auth (known: %s)", full, strings.Join(known, ", "))
 		default:
 			d.errf(k, "unknown key %q (known: %s)", full, strings.Join(known, ", "))
 		}
@@ -242,6 +235,10 @@ func (d *decoder) registry(n *yaml.Node, path string) (Registry, bool) {
 		d.errf(hostNode, "%s: invalid registry %v", path, err)
 		return r, false
 	}
+	if h.Public {
+		d.errf(hostNode, "%s: %s is Amazon ECR Public, not a private registry: remove it from registries and set publicECR: true", path, h.Name)
+		return r, false
+	}
 	r.Host = h
 	return r, true
 }
@@ -252,6 +249,10 @@ func (d *decoder) checkPartitions(c *Config) {
 	p := c.AWSECR.RolePartition()
 	if p == "" {
 		return
+	}
+	if c.PublicECR && p != "aws" {
+		d.errs = append(d.errs, fmt.Errorf("%s: publicECR: Amazon ECR Public exists only in the aws partition but awsECR.roleArn is in partition %s; set publicECR: false (public images still pull anonymously)",
+			d.name, p))
 	}
 	for i, r := range c.Registries {
 		if r.Host.Partition != p {

@@ -80,6 +80,10 @@ func Fetch(ctx context.Context, r Request) (lookup.Credential, error) {
 	if r.Host.Name == "" {
 		return lookup.Credential{}, errors.New("no registry host")
 	}
+	if r.Host.Public {
+		// Anonymous pulls work there; a direct fetch is for private ECR.
+		return lookup.Credential{}, fmt.Errorf("%w: %s is Amazon ECR Public: its token comes only from the daemon (publicECR)", lookup.ErrNotFound, r.Host.Name)
+	}
 	if r.RoleARN != "" && r.ServiceAccountToken == "" {
 		return lookup.Credential{}, errors.New("a workload role needs the pod's service-account token")
 	}

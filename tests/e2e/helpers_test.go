@@ -199,6 +199,13 @@ var noMetrics = ""
 // the fake registry, ca = its CA), web identity from a ..data token dir holding token.
 func (w *world) newDaemon(token string) (*harness.Daemon, *harness.TokenDir) {
 	w.t.Helper()
+	return w.newDaemonWith(token, nil, nil)
+}
+
+// newDaemonWith is newDaemon with the config and the environment changed by edit
+// and env (either may be nil).
+func (w *world) newDaemonWith(token string, edit func(*harness.DaemonConfig), extraEnv map[string]string) (*harness.Daemon, *harness.TokenDir) {
+	w.t.Helper()
 	needDaemon(w.t)
 	ddir := filepath.Join(w.dir, "daemon")
 	if err := os.MkdirAll(ddir, 0o700); err != nil {
@@ -209,8 +216,14 @@ func (w *world) newDaemon(token string) (*harness.Daemon, *harness.TokenDir) {
 		w.t.Fatal(err)
 	}
 	cfg := w.daemonConfig(td.Path())
+	if edit != nil {
+		edit(&cfg)
+	}
 	env := w.fake.Env()
 	env["AWS_REGION"] = region
+	for k, v := range extraEnv {
+		env[k] = v
+	}
 	w.daemon = harness.NewDaemon(w.t, daemonBin, ddir, cfg, env)
 	return w.daemon, td
 }

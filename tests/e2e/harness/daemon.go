@@ -93,6 +93,8 @@ type DaemonConfig struct {
 	MetricsAddress *string
 	LogLevel       string // default debug: the most output for the hygiene check
 	LogFormat      string // default json
+	// PublicECR renders publicECR: true (ECR Public tokens).
+	PublicECR bool
 }
 
 // YAML renders the config.
@@ -138,6 +140,9 @@ func (c DaemonConfig) YAML() string {
 	fmt.Fprintf(&b, "socket: %q\n", c.Socket)
 	if c.MetricsAddress != nil {
 		fmt.Fprintf(&b, "metricsAddress: %q\n", *c.MetricsAddress)
+	}
+	if c.PublicECR {
+		b.WriteString("publicECR: true\n")
 	}
 	level, format := c.LogLevel, c.LogFormat
 	if level == "" {
