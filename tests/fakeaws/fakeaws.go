@@ -696,24 +696,26 @@ func (f *Fake) serviceHandler(svc Service) http.Handler {
 		}
 		rec.Caller = c.Caller()
 		f.mu.Lock()
-		st = f.state(c.Action)
-		intercept := st.interceptor
-		var throttled *APIError
-		if st.quota != nil && c.Creds != nil {
-			throttled = st.quota.take(c.Creds.accountOr(f.opts.AccountID), c.Region, f.now())
-		}
+		intercept := f.state(c.Action).interceptor
 		f.mu.Unlock()
-		if throttled != nil {
-			f.writeError(w, info, reqID, throttled)
-			finish(throttled.status(), throttled.Code)
-			return
-		}
 		if intercept != nil {
 			if aerr := intercept(c); aerr != nil {
 				f.writeError(w, info, reqID, aerr)
 				finish(aerr.status(), aerr.Code)
 				return
 			}
+		}
+		// The quota is spent by authenticated calls that reach the service.
+		var throttled *APIError
+		f.mu.Lock()
+		if q := f.state(c.Action).quota; q != nil && c.Creds != nil {
+			throttled = q.take(c.Creds.accountOr(f.opts.AccountID), c.Region, f.now())
+		}
+		f.mu.Unlock()
+		if throttled != nil {
+			f.writeError(w, info, reqID, throttled)
+			finish(throttled.status(), throttled.Code)
+			return
 		}
 		out, aerr := spec.Handler(c)
 		if aerr != nil {

@@ -54,8 +54,8 @@ func (s *quotaState) take(account, region string, now time.Time) *APIError {
 // (the role's account for STS-issued credentials, Options.AccountID for static keys) and
 // SigV4 region, on the fake's clock. Calls beyond it are answered with the service's
 // throttling error (ECR: 400 ThrottlingException "Rate exceeded"; STS: 400 Throttling) and
-// counted in Calls but not Successes. A zero Quota removes the limit. Injected faults come
-// first and do not spend the quota.
+// counted in Calls but not Successes. A zero Quota removes the limit. Injected faults and
+// interceptors come first and do not spend the quota.
 func (f *Fake) SetQuota(a Action, q Quota) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
