@@ -346,4 +346,3 @@ func table(rs []result) string {
 		maxStartGap, maxCallsPer12h)
 	return b.String()
 }
-
