@@ -46,6 +46,18 @@ FLEET_NODES ?= 1000
 fleet:
 	ECR_NODE_AUTH_FLEET_NODES=$(FLEET_NODES) go test -count=1 -v -run '^TestFleet$$' ./tests/fleet/
 
+# Every fuzz target for FUZZTIME each, one after the other. The corpora are
+# kept in <package>/testdata/fuzz/<FuzzName>/ (plain go test replays them);
+# minimising a new input is capped so a short run is not spent on it.
+FUZZTIME ?= 5s
+FUZZ_TARGETS := ./tokens/ecrhost:FuzzParse ./tokens/ecrhost:FuzzImageReference ./daemon/config:FuzzParseConfig \
+	./daemon/kubeletplugin:FuzzHandle ./daemon/dockerhelper:FuzzHelper ./daemon/api:FuzzHandler
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+	  echo "== $$fn ($$pkg, $(FUZZTIME))"; \
+	  go test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 100x $$pkg; \
+	done
+
 demo: build
 	go run ./tests/demo -bin $(CURDIR)/$(BIN) $(DEMO_FLAGS)
 

@@ -152,13 +152,16 @@ log:
 	}
 }
 
-func TestParseBad(t *testing.T) {
-	dir := t.TempDir()
-	tests := []struct {
-		name string
-		yaml string
-		want []string // every string must be in the error
-	}{
+type badCase struct {
+	name string
+	yaml string
+	want []string // every string must be in the error
+}
+
+// badCases are configs Parse must refuse; dir is an existing directory. They
+// seed FuzzParseConfig too.
+func badCases(dir string) []badCase {
+	return []badCase{
 		{"unknown top key", "socket: /tmp/s\nregsitries: []\n",
 			[]string{`config.yaml:2: unknown key "regsitries" (known: awsECR, containerd, identity, learnRegistries, log, metricsAddress, registries, socket, socketGroup)`}},
 		{"unknown nested key", "awsECR:\n  roleARN: x\n",
@@ -236,7 +239,10 @@ func TestParseBad(t *testing.T) {
 		{"several errors at once", "socket: x\nlog:\n  level: loud\n",
 			[]string{`config.yaml:1: socket:`, `config.yaml:3: log.level:`}},
 	}
-	for _, tt := range tests {
+}
+
+func TestParseBad(t *testing.T) {
+	for _, tt := range badCases(t.TempDir()) {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := Parse("config.yaml", []byte(tt.yaml))
 			if err == nil {
