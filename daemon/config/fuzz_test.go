@@ -148,4 +148,3 @@ func withoutLines(c *Config) Config {
 	}
 	return out
 }
-
