@@ -80,9 +80,10 @@ type result struct {
 	calls, throttled, ok int
 	serverErrors         int
 	stsCalls             int
-	peak                 int // calls in the busiest second
-	steadyPeak           int // the same, after the first hour
-	outageNodes          int // nodes that got a 5xx
+	peak                 int           // calls in the busiest second
+	steadyPeak           int           // the same, after the first hour
+	outageNodes          int           // nodes that got a 5xx
+	recovery             time.Duration // outage end to the last hit node's new token
 	perNodeMean, perNode float64
 	noCredential         int // nodes that never got a credential
 	failures             []string
@@ -284,6 +285,17 @@ func run(t *testing.T, sc scenario, nodes int) result {
 		}
 	}
 	r.outageNodes = len(hit)
+	if sc.outageFor > 0 {
+		back := start.Add(sc.outageAt + sc.outageFor)
+		for name := range hit {
+			for _, at := range recs[session[name]].successes() {
+				if !at.Before(back) {
+					r.recovery = max(r.recovery, at.Sub(back))
+					break
+				}
+			}
+		}
+	}
 	var sum float64
 	var counted int
 	for i, rec := range recs {
@@ -349,6 +361,12 @@ func table(rs []result) string {
 			r.name, r.nodes, len(r.accounts), len(r.registries), r.duration, r.startGap.Round(time.Millisecond),
 			r.laterGap.Round(time.Millisecond), r.calls, r.throttled, fmt.Sprintf("%d (%d)", r.serverErrors, r.outageNodes),
 			r.peak, r.steadyPeak, steady, pass)
+	}
+	for _, r := range rs {
+		if r.outageFor > 0 {
+			fmt.Fprintf(&b, "%s: %d nodes got 5xx; the last of them had a new token %s after ECR answered again\n",
+				r.name, r.outageNodes, r.recovery.Round(time.Millisecond))
+		}
 	}
 	fmt.Fprintf(&b, "calls/node/12h: GetAuthorizationToken calls per node and region between its first and last success, per 12 h (mean, max); * includes the outage's retries\n")
 	fmt.Fprintf(&b, "targets: longest-no-cred <= %s after a simultaneous start; after-first = 0 (also through the outage); calls/node/region/12h <= %g in steady state\n",
