@@ -232,7 +232,7 @@ func run(t *testing.T, sc scenario, nodes int) result {
 		time.Sleep(sc.outageFor)
 		f.SetInterceptor(fakeaws.ActionGetAuthorizationToken, nil)
 	}
-	time.Sleep(start.Add(sc.duration).Sub(time.Now()))
+	time.Sleep(time.Until(start.Add(sc.duration)))
 	end := time.Now()
 	cancel()
 	wg.Wait()
