@@ -78,6 +78,14 @@ func TestQuotaPerAccountAndRegion(t *testing.T) {
 		wantAPIError(t, call(a), "ServerException", "internal", 500)
 	}
 	burst("after an outage", a, 200)
+	// So does an interceptor's answer (the fleet's outage is one).
+	fc.Step(time.Hour)
+	f.SetInterceptor(ActionGetAuthorizationToken, func(*Call) *APIError { e := ErrServiceUnavailable; return &e })
+	for range 3 {
+		wantAPIError(t, call(a), "ServiceUnavailable", "unavailable", 503)
+	}
+	f.SetInterceptor(ActionGetAuthorizationToken, nil)
+	burst("after an interceptor", a, 200)
 
 	f.SetQuota(ActionGetAuthorizationToken, Quota{})
 	for i := range 5 {
@@ -91,8 +99,8 @@ func TestQuotaPerAccountAndRegion(t *testing.T) {
 			throttled++
 		}
 	}
-	if throttled != 4 {
-		t.Errorf("call log holds %d throttled calls, want 4", throttled)
+	if throttled != 5 {
+		t.Errorf("call log holds %d throttled calls, want 5", throttled)
 	}
 }
 
