@@ -10,7 +10,7 @@ TOOLS   := $(CURDIR)/.cache/tools
 STATICCHECK_VERSION := v0.8.2
 CONTAINERD_V2_VERSION := v2.4.2
 
-.PHONY: all build test test-unit e2e lint demo bench tools clean
+.PHONY: all build test test-unit e2e lint demo bench tools clean fleet fuzz
 
 all: build
 
@@ -38,6 +38,25 @@ lint:
 tools: $(TOOLS)/containerd
 $(TOOLS)/containerd:
 	GOBIN=$(TOOLS) go install github.com/containerd/containerd/v2/cmd/containerd@$(CONTAINERD_V2_VERSION)
+
+# 1,000 real node agents on a simulated clock against the fake ECR with its
+# GetAuthorizationToken quota; prints the table and fails on a missed target.
+# go test ./... runs the same test with 400 nodes.
+FLEET_NODES ?= 1000
+fleet:
+	ECR_NODE_AUTH_FLEET_NODES=$(FLEET_NODES) go test -count=1 -v -run '^TestFleet$$' ./tests/fleet/
+
+# Every fuzz target for FUZZTIME each, one after the other. The corpora are
+# kept in <package>/testdata/fuzz/<FuzzName>/ (plain go test replays them);
+# minimising a new input is capped so a short run is not spent on it.
+FUZZTIME ?= 5s
+FUZZ_TARGETS := ./tokens/ecrhost:FuzzParse ./tokens/ecrhost:FuzzImageReference ./daemon/config:FuzzParseConfig \
+	./daemon/kubeletplugin:FuzzHandle ./daemon/dockerhelper:FuzzHelper ./daemon/api:FuzzHandler
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+	  echo "== $$fn ($$pkg, $(FUZZTIME))"; \
+	  go test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 100x $$pkg; \
+	done
 
 demo: build
 	go run ./tests/demo -bin $(CURDIR)/$(BIN) $(DEMO_FLAGS)

@@ -192,17 +192,20 @@ log:
 	}
 }
 
-func TestParseBad(t *testing.T) {
-	dir := t.TempDir()
+type badCase struct {
+	name string
+	yaml string
+	want []string // every string must be in the error
+}
+
+// badCases are configs Parse must refuse; dir is an existing directory (it
+// gets a ca.pem). They seed FuzzParseConfig too.
+func badCases(dir string) []badCase {
 	caFile := filepath.Join(dir, "ca.pem")
 	if err := os.WriteFile(caFile, []byte("pem"), 0o600); err != nil {
-		t.Fatal(err)
+		panic(err)
 	}
-	tests := []struct {
-		name string
-		yaml string
-		want []string // every string must be in the error
-	}{
+	return []badCase{
 		{"unknown top key", "socket: /tmp/s\nregsitries: []\n",
 			[]string{`config.yaml:2: unknown key "regsitries" (known: awsECR, containerd, identity, learnRegistries, log, metricsAddress, mirrors, publicECR, registries, socket, socketGroup)`}},
 		{"unknown nested key", "awsECR:\n  roleARN: x\n",
@@ -326,7 +329,10 @@ func TestParseBad(t *testing.T) {
 		{"several errors at once", "socket: x\nlog:\n  level: loud\n",
 			[]string{`config.yaml:1: socket:`, `config.yaml:3: log.level:`}},
 	}
-	for _, tt := range tests {
+}
+
+func TestParseBad(t *testing.T) {
+	for _, tt := range badCases(t.TempDir()) {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := Parse("config.yaml", []byte(tt.yaml))
 			if err == nil {

@@ -108,31 +108,33 @@ func decodeResponse(t *testing.T, apiVersion string, out []byte) decodedResponse
 // TestHandle is case 25 (each apiVersion echoed, cacheDuration ~10h44m) and
 // case 17's reference shapes: the auth key is the registry as the image
 // spells it, and the kubelet's own matching finds it for the image.
+// handleCases are requests Handle answers; they seed FuzzHandle too.
+var handleCases = []struct {
+	name       string
+	apiVersion string
+	image      string
+	wantHost   string // ecrhost Name the lookup sees
+	wantKey    string // auth key
+}{
+	{"case 25 v1", APIVersionV1, use1 + "/app:1", use1, use1},
+	{"case 25 v1beta1", APIVersionV1beta1, use1 + "/app:1", use1, use1},
+	{"case 25 v1alpha1", APIVersionV1alpha1, use1 + "/app:1", use1, use1},
+	{"no tag (as the kubelet sends it)", APIVersionV1, use1 + "/team/app", use1, use1},
+	{"port 443 kept in the key", APIVersionV1, use1 + ":443/app:1", use1, use1 + ":443"},
+	{"tag and digest", APIVersionV1, acct + ".dkr.ecr.ap-southeast-2.amazonaws.com/k8s-example/pause:3.9@sha256:7031c1b283388d2c2e09b57badb803c05ebed362dc88d84b480cc47f72a21097",
+		acct + ".dkr.ecr.ap-southeast-2.amazonaws.com", acct + ".dkr.ecr.ap-southeast-2.amazonaws.com"},
+	{"bare host", APIVersionV1, use1, use1, use1},
+	{"upper-case host spelled as sent", APIVersionV1, acct + ".DKR.ecr.us-east-1.amazonaws.com/app", use1, acct + ".DKR.ecr.us-east-1.amazonaws.com"},
+	{"case 27 us-west-2", APIVersionV1, acct + ".dkr.ecr.us-west-2.amazonaws.com/cilium/cilium:v1.16", acct + ".dkr.ecr.us-west-2.amazonaws.com", acct + ".dkr.ecr.us-west-2.amazonaws.com"},
+	{"FIPS", APIVersionV1, acct + ".dkr.ecr-fips.us-gov-west-1.amazonaws.com/a", acct + ".dkr.ecr-fips.us-gov-west-1.amazonaws.com", acct + ".dkr.ecr-fips.us-gov-west-1.amazonaws.com"},
+	{"China", APIVersionV1, acct + ".dkr.ecr.cn-north-1.amazonaws.com.cn/a", acct + ".dkr.ecr.cn-north-1.amazonaws.com.cn", acct + ".dkr.ecr.cn-north-1.amazonaws.com.cn"},
+	{"dual-stack", APIVersionV1, acct + ".dkr-ecr.us-east-2.on.aws/a", acct + ".dkr-ecr.us-east-2.on.aws", acct + ".dkr-ecr.us-east-2.on.aws"},
+	{"public", APIVersionV1beta1, "public.ecr.aws/a/b:latest", "public.ecr.aws", "public.ecr.aws"},
+	{"public dual-stack", APIVersionV1alpha1, "ecr-public.aws.com/a/b", "ecr-public.aws.com", "ecr-public.aws.com"},
+}
+
 func TestHandle(t *testing.T) {
-	tests := []struct {
-		name       string
-		apiVersion string
-		image      string
-		wantHost   string // ecrhost Name the lookup sees
-		wantKey    string // auth key
-	}{
-		{"case 25 v1", APIVersionV1, use1 + "/app:1", use1, use1},
-		{"case 25 v1beta1", APIVersionV1beta1, use1 + "/app:1", use1, use1},
-		{"case 25 v1alpha1", APIVersionV1alpha1, use1 + "/app:1", use1, use1},
-		{"no tag (as the kubelet sends it)", APIVersionV1, use1 + "/team/app", use1, use1},
-		{"port 443 kept in the key", APIVersionV1, use1 + ":443/app:1", use1, use1 + ":443"},
-		{"tag and digest", APIVersionV1, acct + ".dkr.ecr.ap-southeast-2.amazonaws.com/k8s-example/pause:3.9@sha256:7031c1b283388d2c2e09b57badb803c05ebed362dc88d84b480cc47f72a21097",
-			acct + ".dkr.ecr.ap-southeast-2.amazonaws.com", acct + ".dkr.ecr.ap-southeast-2.amazonaws.com"},
-		{"bare host", APIVersionV1, use1, use1, use1},
-		{"upper-case host spelled as sent", APIVersionV1, acct + ".DKR.ecr.us-east-1.amazonaws.com/app", use1, acct + ".DKR.ecr.us-east-1.amazonaws.com"},
-		{"case 27 us-west-2", APIVersionV1, acct + ".dkr.ecr.us-west-2.amazonaws.com/cilium/cilium:v1.16", acct + ".dkr.ecr.us-west-2.amazonaws.com", acct + ".dkr.ecr.us-west-2.amazonaws.com"},
-		{"FIPS", APIVersionV1, acct + ".dkr.ecr-fips.us-gov-west-1.amazonaws.com/a", acct + ".dkr.ecr-fips.us-gov-west-1.amazonaws.com", acct + ".dkr.ecr-fips.us-gov-west-1.amazonaws.com"},
-		{"China", APIVersionV1, acct + ".dkr.ecr.cn-north-1.amazonaws.com.cn/a", acct + ".dkr.ecr.cn-north-1.amazonaws.com.cn", acct + ".dkr.ecr.cn-north-1.amazonaws.com.cn"},
-		{"dual-stack", APIVersionV1, acct + ".dkr-ecr.us-east-2.on.aws/a", acct + ".dkr-ecr.us-east-2.on.aws", acct + ".dkr-ecr.us-east-2.on.aws"},
-		{"public", APIVersionV1beta1, "public.ecr.aws/a/b:latest", "public.ecr.aws", "public.ecr.aws"},
-		{"public dual-stack", APIVersionV1alpha1, "ecr-public.aws.com/a/b", "ecr-public.aws.com", "ecr-public.aws.com"},
-	}
-	for _, tt := range tests {
+	for _, tt := range handleCases {
 		t.Run(tt.name, func(t *testing.T) {
 			var out bytes.Buffer
 			if err := Handle(context.Background(), strings.NewReader(request(tt.apiVersion, tt.image)), &out, fixed(t, tt.wantHost), now); err != nil {

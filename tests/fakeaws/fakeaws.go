@@ -65,6 +65,9 @@ type Options struct {
 	// AllowedRoleARNs, if set, are the only roles STS lets web identities assume (others get
 	// AccessDenied). Default: any well-formed arn:aws:iam::<12 digits>:role/... .
 	AllowedRoleARNs []string
+	// InMemory starts no listener: the services are reached only through Transport (for
+	// simulations that run many clients on a fake clock, e.g. under testing/synctest).
+	InMemory bool
 }
 
 // Service names a faked AWS service; each has its own listener.
@@ -202,6 +205,7 @@ type actionState struct {
 	always      *fault
 	interceptor Interceptor
 	latency     time.Duration
+	quota       *quotaState
 	calls       int
 	successes   int
 }
@@ -286,6 +290,10 @@ func New(opts Options) (*Fake, error) {
 	f.Handle(ActionSpec{Action: ActionGetAuthorizationToken, Signed: true, Handler: handleECRGetAuthorizationToken})
 	f.Handle(ActionSpec{Action: ActionPublicGetAuthorizationToken, Signed: true, Handler: handleECRPublicGetAuthorizationToken})
 	for _, svc := range []Service{ServiceSTS, ServiceECR, ServiceECRPublic} {
+		if opts.InMemory {
+			f.urls[svc] = "http://" + string(svc) + inMemoryDomain
+			continue
+		}
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			f.Close()
@@ -696,6 +704,18 @@ func (f *Fake) serviceHandler(svc Service) http.Handler {
 				finish(aerr.status(), aerr.Code)
 				return
 			}
+		}
+		// The quota is spent by authenticated calls that reach the service.
+		var throttled *APIError
+		f.mu.Lock()
+		if q := f.state(c.Action).quota; q != nil && c.Creds != nil {
+			throttled = q.take(c.Creds.accountOr(f.opts.AccountID), c.Region, f.now())
+		}
+		f.mu.Unlock()
+		if throttled != nil {
+			f.writeError(w, info, reqID, throttled)
+			finish(throttled.status(), throttled.Code)
+			return
 		}
 		out, aerr := spec.Handler(c)
 		if aerr != nil {

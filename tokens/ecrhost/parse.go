@@ -189,6 +189,10 @@ func Parse(s string) (Host, error) {
 
 // checkHostSyntax accepts only lower-case LDH DNS labels: what Name may hold.
 func checkHostSyntax(input, host string) error {
+	if host == "" {
+		// ":443" or "https://:443/app": only a port.
+		return errorf(input, "no registry host before the port (%s)", expected)
+	}
 	if len(host) > maxHost {
 		return errorf(input, "host name is %d bytes long, at most %d", len(host), maxHost)
 	}

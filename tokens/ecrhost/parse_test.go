@@ -119,6 +119,8 @@ func TestParseErrors(t *testing.T) {
 		{"docker scheme", "docker://" + ecr + "/x", "unsupported scheme"},
 		{"only scheme", "https://", "no registry host"},
 		{"leading slash", "/" + ecr, "no registry host"},
+		{"only a port (found by FuzzHandler)", ":443", "no registry host before the port"},
+		{"scheme and port only", "https://:443/app:1", "no registry host before the port"},
 		{"dotdot host", "..", `contains ".."`},
 		{"dotdot path", ecr + "/../../etc", `contains ".."`},
 		{"empty label", acct + ".dkr.ecr..us-east-1.amazonaws.com", `contains ".."`},
@@ -196,7 +198,8 @@ func FuzzParse(f *testing.F) {
 			if h != (Host{}) {
 				t.Fatalf("Parse(%q) returned %+v with error %v", s, h, err)
 			}
-			if !strings.HasPrefix(err.Error(), `"`) {
+			var pe *ParseError
+			if !errors.As(err, &pe) || pe.Input != s || !strings.HasPrefix(err.Error(), `"`) {
 				t.Fatalf("Parse(%q) error does not name the input: %v", s, err)
 			}
 			return
