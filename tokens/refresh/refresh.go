@@ -74,7 +74,8 @@ func (c Class) String() string {
 }
 
 // Backoff is a full-jitter exponential backoff above a floor: the n-th retry
-// (n from 0) waits a uniform time in [base, min(cap, base*2^n)].
+// (n from 0) waits a uniform time in [base, min(cap, base*2^(n+1))]. The first
+// retry is jittered too: agents throttled together must not retry together.
 type Backoff struct {
 	Base, Cap time.Duration
 }
@@ -92,7 +93,7 @@ func DefaultBackoff(c Class) Backoff {
 // Delay returns the wait before retry number attempt (0 for the first retry).
 func (b Backoff) Delay(attempt int, r Rand) time.Duration {
 	ceiling := b.Base
-	for i := 0; i < attempt && ceiling < b.Cap; i++ {
+	for i := 0; i <= attempt && ceiling < b.Cap; i++ {
 		ceiling *= 2
 	}
 	ceiling = min(ceiling, b.Cap)

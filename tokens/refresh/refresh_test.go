@@ -62,14 +62,14 @@ func TestBackoff(t *testing.T) {
 		min, max time.Duration
 	}{
 		{Transient, 0, 0, time.Second, time.Second},
-		{Transient, 0, 0.99, time.Second, time.Second},
-		{Transient, 1, 0.999, time.Second, 2 * time.Second},
-		{Transient, 2, 0.999, 3 * time.Second, 4 * time.Second},
-		{Throttled, 3, 0.999, 7 * time.Second, 8 * time.Second},
+		{Transient, 0, 0.99, 1900 * time.Millisecond, 2 * time.Second}, // the first retry is jittered too
+		{Transient, 1, 0.999, 3 * time.Second, 4 * time.Second},
+		{Transient, 2, 0.999, 7 * time.Second, 8 * time.Second},
+		{Throttled, 3, 0.999, 15 * time.Second, 16 * time.Second},
 		{Transient, 30, 0.999, 119 * time.Second, 2 * time.Minute},
 		{Transient, 1000, 0, time.Second, time.Second},
-		{Permanent, 0, 0.5, time.Minute, time.Minute},
-		{Permanent, 2, 0.999, 3 * time.Minute, 4 * time.Minute},
+		{Permanent, 0, 0.5, 89 * time.Second, 91 * time.Second},
+		{Permanent, 2, 0.999, 7 * time.Minute, 8 * time.Minute},
 		{Permanent, 50, 0.999, 9 * time.Minute, 10 * time.Minute},
 	}
 	for _, tt := range tests {
