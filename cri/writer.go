@@ -132,11 +132,32 @@ func (w *Writer) Write(h HostConfig) (changed bool, err error) {
 	return changed, err
 }
 
+// hostDir is certsDir/<host's directory>, or an error when that would not be
+// exactly one clean path element directly below certsDir. Callers validate
+// the host before; this is the last line of defence before a file
+// operation, so a host that slipped past them never names another path.
+func (w *Writer) hostDir(host string) (string, error) {
+	if err := ValidateHost(host); err != nil {
+		return "", fmt.Errorf("refusing to write below %s: %w", w.certsDir, err)
+	}
+	name := dirName(host)
+	dir := filepath.Join(w.certsDir, name)
+	if name == "." || name == ".." || !filepath.IsLocal(name) || strings.ContainsAny(name, "/\\\x00") ||
+		filepath.Base(name) != name || filepath.Dir(dir) != w.certsDir {
+		return "", fmt.Errorf("refusing to write below %s: registry host %q does not name a single directory there", w.certsDir, host)
+	}
+	return dir, nil
+}
+
 func (w *Writer) write(host string, content []byte) (bool, error) {
+	// Checked before anything is created, the certs dir included.
+	dir, err := w.hostDir(host)
+	if err != nil {
+		return false, err
+	}
 	if err := w.ensureCertsDir(); err != nil {
 		return false, err
 	}
-	dir := filepath.Join(w.certsDir, dirName(host))
 	if err := ensureHostDir(dir); err != nil {
 		return false, err
 	}
@@ -296,7 +317,10 @@ func (w *Writer) Remove(host string) error {
 }
 
 func (w *Writer) remove(host string) (removed bool, err error) {
-	dir := filepath.Join(w.certsDir, dirName(host))
+	dir, err := w.hostDir(host)
+	if err != nil {
+		return false, err
+	}
 	fi, err := os.Lstat(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -398,6 +399,52 @@ func TestSocketAndMetricsKeys(t *testing.T) {
 			}
 			if c.SocketGroup != tt.group || c.SocketGID != tt.gid || c.LearnRegistries != tt.learn || c.MetricsAddress != tt.metrics || c.PublicECR != tt.public {
 				t.Errorf("got group=%q gid=%d learn=%v metrics=%q public=%v", c.SocketGroup, c.SocketGID, c.LearnRegistries, c.MetricsAddress, c.PublicECR)
+			}
+		})
+	}
+}
+
+// TestParseRefusesEscapingHosts: a registry name that could leave the certs dir as a
+// directory name (or read as another name) is refused wherever a host enters the
+// config, with the field and line, before the daemon would touch a file.
+func TestParseRefusesEscapingHosts(t *testing.T) {
+	tests := []struct {
+		name     string
+		host     string
+		registry string // substring of the error for registries[0]
+		upstream string // ... for mirrors[0].upstream
+	}{
+		{"dotdot", "..", `contains ".."`, "empty label"},
+		{"dot", ".", "trailing dot", "empty label"},
+		{"traversal", "../etc", "write the registry host only", "write the registry host only"},
+		{"absolute path", "/etc/containerd", "write the registry host only", "write the registry host only"},
+		{"backslashes", `..\..\etc`, "backslash", `contains "\\"`},
+		{"nul", "docker.io\x00x", "control character", `contains "\x00"`},
+		{"one-dot leader", "\u2024\u2024", "non-ASCII character U+2024", "non-ASCII character"},
+		{"fullwidth solidus", "docker\uff0fio", "non-ASCII character U+FF0F", "non-ASCII character"},
+		{"rtl override", "\u202edocker.io", "non-ASCII character U+202E", "non-ASCII character"},
+		{"zero-width joiner", "docker\u200d.io", "non-ASCII character U+200D", "non-ASCII character"},
+		{"percent-encoded dots", "%2e%2e", "character '%' is not allowed", `contains "%"`},
+		{"percent-encoded dot", "docker%2eio", "character '%' is not allowed", `contains "%"`},
+		{"tilde", "~root", "not allowed", `contains "~"`},
+	}
+	for _, tt := range tests {
+		q := strconv.Quote(tt.host) // a YAML double-quoted scalar
+		t.Run(tt.name, func(t *testing.T) {
+			for _, c := range []struct{ where, yaml, field, reason string }{
+				{"registries scalar", "registries:\n  - " + q + "\n", "config.yaml:2: registries[0]", tt.registry},
+				{"registries host", "registries:\n  - host: " + q + "\n", "config.yaml:2: registries[0]", tt.registry},
+				{"mirrors upstream", "mirrors:\n  - upstream: " + q + "\n    ecr: " + euwest + "/docker-hub\n", "config.yaml:2: mirrors[0].upstream: ", tt.upstream},
+				{"mirrors ecr", "mirrors:\n  - upstream: docker.io\n    ecr: " + strconv.Quote(tt.host+"/docker-hub") + "\n", "config.yaml:3: mirrors[0].ecr: ", ""},
+			} {
+				cfg, err := Parse("config.yaml", []byte(c.yaml))
+				if err == nil {
+					t.Errorf("%s: accepted %q: %+v", c.where, tt.host, cfg)
+					continue
+				}
+				if !strings.Contains(err.Error(), c.field) || !strings.Contains(err.Error(), c.reason) {
+					t.Errorf("%s: error\n  %v\nwant it to name %q and say %q", c.where, err, c.field, c.reason)
+				}
 			}
 		})
 	}

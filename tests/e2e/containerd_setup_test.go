@@ -74,6 +74,7 @@ func setupAndPull(t *testing.T, bin harness.ContainerdBinary, style int) {
 		cmd := exec.Command(daemonBin, "setup-containerd", "--config", ecfg, "--containerd-bin", bin.Path)
 		cmd.Env = []string{"PATH=/usr/bin:/bin"}
 		out, err := cmd.CombinedOutput()
+		harness.RecordArtifact(t.Name()+"/setup-containerd", out)
 		return string(out), err
 	}
 
@@ -194,6 +195,7 @@ func startContainerdWithConfig(t *testing.T, bin harness.ContainerdBinary, dir, 
 			<-done
 		}
 		harness.UnmountUnder(dir)
+		_ = harness.RecordFile(t.Name()+"/containerd-"+bin.Version+".log", logPath)
 	})
 	rt := runtimeapi.NewRuntimeServiceClient(conn)
 	var lastErr error
@@ -248,6 +250,7 @@ func TestSetupContainerdRefusesInlineMirrors(t *testing.T) {
 		}
 		cmd := exec.Command(daemonBin, "setup-containerd", "--config", empty, "--containerd-config", cfg, "--certs-dir", certsDir, "--containerd-bin", bin.Path)
 		out, err := cmd.CombinedOutput()
+		harness.RecordArtifact(t.Name()+"/setup-containerd", out)
 		if err == nil || !strings.Contains(string(out), "inline mirrors for docker.io") {
 			t.Fatalf("setup-containerd accepted case 18: %v\n%s", err, out)
 		}

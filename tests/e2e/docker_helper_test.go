@@ -240,6 +240,12 @@ func TestDockerHelper(t *testing.T) {
 			}
 		}
 	})
+
+	t.Run("metrics", func(t *testing.T) {
+		cw := *cw
+		cw.t = t
+		cw.scrapeMetrics()
+	})
 }
 
 func (r execResult) time() time.Duration { return r.took.Round(time.Millisecond) }

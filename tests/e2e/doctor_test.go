@@ -337,6 +337,7 @@ func startContainerdNoCRI(t *testing.T, bin harness.ContainerdBinary, dir, cfg s
 			<-done
 		}
 		harness.UnmountUnder(dir)
+		_ = harness.RecordFile(t.Name()+"/containerd-"+bin.Version+".log", logPath)
 	})
 	rt := runtimeapi.NewRuntimeServiceClient(conn)
 	var lastErr error

@@ -13,7 +13,8 @@ import (
 	"github.com/ecr-node-auth/ecr-node-auth/tests/fakeaws"
 )
 
-// The scenarios run in this order; TestSecretHygiene must stay last.
+// The scenarios run in this order. Every artifact they record is checked for the
+// fakes' secrets after the whole run (TestMain, hygiene_test.go).
 
 // TestHarnessSanity proves the harness without the daemon: containerd pulls with a
 // hand-written hosts.toml carrying a token minted by the fake, is denied without the
@@ -430,46 +431,4 @@ func TestKillDuringRefresh(t *testing.T) {
 		}
 		w.containerdSame(pid)
 	})
-}
-
-// TestSecretHygiene greps every daemon log and status output of this run for every
-// secret the fakes issued (web identity tokens, secret keys, session tokens, ECR
-// passwords and their Basic forms). Run alone, it first runs a short daemon scenario.
-func TestSecretHygiene(t *testing.T) {
-	requirePrereqs(t)
-	if len(harness.Artifacts()) == 0 {
-		// t.Run returns once its parallel subtests are done.
-		t.Run("daemon-run", func(t *testing.T) {
-			forEachContainerd(t, func(t *testing.T, bin harness.ContainerdBinary) {
-				w := newWorld(t, bin, fakeaws.Options{ECRTokenLifetime: 6 * time.Second})
-				d, _ := w.newDaemon(w.fake.MintToken(fakeaws.TokenSpec{}))
-				d.Start()
-				w.waitHosts(30*time.Second, nil)
-				w.mustPull("hygiene run")
-				issued := len(w.fake.ECRTokens())
-				w.waitHosts(30*time.Second, func(string) bool { return len(w.fake.ECRTokens()) > issued })
-				if _, err := d.Status(); err != nil {
-					t.Errorf("status: %v", err)
-				}
-				d.Stop()
-			})
-		})
-	}
-	if t.Failed() {
-		return
-	}
-	arts := harness.Artifacts()
-	secrets := issuedSecrets()
-	total, logs := 0, 0
-	for _, a := range arts {
-		total += len(a.Data)
-		if strings.Contains(a.Name, "daemon-") {
-			logs++
-		}
-	}
-	t.Logf("checking %d artifacts (%d daemon logs, %d bytes) for %d secrets", len(arts), logs, total, len(secrets))
-	if logs == 0 || total == 0 {
-		t.Fatalf("no daemon output to check: the hygiene check would prove nothing")
-	}
-	checkNoSecrets(t, arts, secrets)
 }

@@ -66,6 +66,7 @@ func TestImage(t *testing.T) {
 	// The binary from the layer, run here: it is the static binary the image ships.
 	bin := extractFile(t, host, "usr/bin/ecr-node-auth")
 	out, err := exec.Command(bin, "version").CombinedOutput()
+	harness.RecordArtifact(t.Name()+"/image-binary-version", out)
 	if err != nil {
 		t.Fatalf("%s version: %v\n%s", bin, err, out)
 	}

@@ -44,9 +44,9 @@ type clientWorld struct {
 	digest string // of imageRef's manifest
 	dir    string
 	d      *harness.Daemon
-	// stderrs are the client processes' stderr outputs (never stdout: it carries the
-	// credentials by design), checked for secrets at the end like the daemon's logs.
-	stderrs map[string][]byte
+	// outputs are the client processes' stderr, and their stdout where it does not
+	// carry credentials by design, checked for secrets at the end like the daemon's logs.
+	outputs map[string][]byte
 	seq     int
 }
 
@@ -85,7 +85,9 @@ func newClientWorld(t *testing.T) *clientWorld {
 	if err := os.WriteFile(ctrCfg, []byte("# not read by this test\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	off := ""
+	// Metrics on, on a port the kernel picks (daemons run in parallel): status reports
+	// the bound address, and the scenarios scrape /metrics for the hygiene check.
+	metrics := "127.0.0.1:0"
 	cfg := harness.DaemonConfig{
 		RoleArn:          fakeaws.DefaultRoleARN,
 		Region:           region,
@@ -95,11 +97,11 @@ func newClientWorld(t *testing.T) *clientWorld {
 		CertsDir:         filepath.Join(dir, "certs.d"),
 		ContainerdConfig: ctrCfg,
 		Socket:           filepath.Join(ddir, "auth.sock"),
-		MetricsAddress:   &off,
+		MetricsAddress:   &metrics,
 	}
 	env := fake.Env()
 	env["AWS_REGION"] = region
-	cw := &clientWorld{t: t, fake: fake, reg: reg, digest: digest, dir: dir, stderrs: map[string][]byte{}}
+	cw := &clientWorld{t: t, fake: fake, reg: reg, digest: digest, dir: dir, outputs: map[string][]byte{}}
 	cw.d = harness.NewDaemon(t, daemonBin, ddir, cfg, env)
 	t.Cleanup(cw.checkNoSecrets)
 	start := time.Now()
@@ -161,9 +163,14 @@ func (cw *clientWorld) run(name string, env []string, stdin string, bin string, 
 		cw.t.Fatalf("%s: %s %v: %v (after %v)", name, bin, args, err, r.took)
 	}
 	cw.seq++
-	key := fmt.Sprintf("%s/client-%02d-%s/stderr", cw.t.Name(), cw.seq, name)
-	cw.stderrs[key] = r.stderr
-	harness.RecordArtifact(key, r.stderr)
+	key := fmt.Sprintf("%s/client-%02d-%s", cw.t.Name(), cw.seq, name)
+	cw.outputs[key+"/stderr"] = r.stderr
+	harness.RecordArtifact(key+"/stderr", r.stderr)
+	// The plugin's and the helper's `get` stdout is the credential itself.
+	if !slices.Contains(args, "kubelet-plugin") && !slices.Contains(args, "get") {
+		cw.outputs[key+"/stdout"] = r.stdout
+		harness.RecordArtifact(key+"/stdout", r.stdout)
+	}
 	return r
 }
 
@@ -174,37 +181,48 @@ func (cw *clientWorld) plugin(name, request string, env []string, extra ...strin
 	return cw.run(name, env, request, daemonBin, args...)
 }
 
-// checkNoSecrets greps every daemon log and client stderr of this world for every
-// secret its fake issued. TestSecretHygiene does the same for the artifacts recorded
-// before it runs; this file sorts after e2e_test.go, so the check is made here too.
+// checkNoSecrets greps every daemon log and client output of this world for every
+// secret its fake issued, so a leak fails the test that caused it; TestMain checks
+// every artifact of the run again afterwards.
 func (cw *clientWorld) checkNoSecrets() {
-	texts := map[string][]byte{}
-	maps, _ := filepath.Glob(filepath.Join(cw.d.Dir, "daemon-*.log"))
-	for _, p := range maps {
+	var arts []harness.Artifact
+	logs, _ := filepath.Glob(filepath.Join(cw.d.Dir, "daemon-*.log"))
+	for _, p := range logs {
 		if b, err := os.ReadFile(p); err == nil {
-			texts[p] = b
+			arts = append(arts, harness.Artifact{Name: p, Data: b})
 		}
 	}
-	for k, v := range cw.stderrs {
-		texts[k] = v
+	for k, v := range cw.outputs {
+		arts = append(arts, harness.Artifact{Name: k, Data: v})
 	}
-	if len(maps) == 0 {
+	if len(logs) == 0 {
 		cw.t.Errorf("no daemon log to check for secrets")
 	}
-	var secrets []string
-	for _, s := range cw.fake.Secrets() {
-		secrets = append(secrets, s)
-		if parts := strings.Split(s, "."); len(parts) == 3 && len(parts[2]) >= 32 {
-			secrets = append(secrets, parts[2])
+	checkNoSecrets(cw.t, arts, withSignatures(cw.fake.SecretsWithKind()))
+}
+
+// scrapeMetrics GETs the daemon's /metrics (its address from `status`), records it
+// for the hygiene check and checks it is the daemon's, with a series for ecrHost.
+func (cw *clientWorld) scrapeMetrics() {
+	cw.t.Helper()
+	st, out, err := status(cw.d)
+	if err != nil {
+		cw.t.Fatalf("status: %v", err)
+	}
+	if st.MetricsAddress == "" {
+		cw.t.Fatalf("status names no metrics address although metricsAddress is set: %s", out)
+	}
+	body, err := cw.d.Metrics(st.MetricsAddress)
+	if err != nil {
+		cw.t.Fatalf("metrics: %v", err)
+	}
+	cw.outputs[cw.t.Name()+"/metrics"] = body
+	for _, want := range []string{`ecr_node_auth_token_valid{registry="` + ecrHost + `"} 1`, "ecr_node_auth_aws_calls_total{", "ecr_node_auth_socket_requests_total{"} {
+		if !strings.Contains(string(body), want) {
+			cw.t.Errorf("/metrics at %s lacks %s", st.MetricsAddress, want)
 		}
 	}
-	for name, b := range texts {
-		for _, s := range secrets {
-			if len(s) >= 16 && bytes.Contains(b, []byte(s)) {
-				cw.t.Errorf("%s contains a secret the fake issued (%s, %d chars)", name, redact(s), len(s))
-			}
-		}
-	}
+	cw.t.Logf("scraped %d bytes of /metrics from %s", len(body), st.MetricsAddress)
 }
 
 // registryStatus GETs path from the fake registry with Basic AWS:pw and returns the status.
@@ -419,6 +437,14 @@ func TestKubeletPlugin(t *testing.T) {
 		if pw, _ := cw.okResponse("no role annotation", rN, apiV1); pw != nodePW {
 			t.Errorf("no role annotation: not the node's credential")
 		}
+	})
+
+	// After the node and service-account answers: any of their secrets would show in
+	// the series here.
+	t.Run("metrics", func(t *testing.T) {
+		cw := *cw
+		cw.t = t
+		cw.scrapeMetrics()
 	})
 
 	t.Run("daemon-down", func(t *testing.T) {

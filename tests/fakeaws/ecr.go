@@ -40,9 +40,9 @@ func (f *Fake) issueECRToken(region, account string, public bool) (*ECRToken, st
 	}
 	f.ecrTokens[pw] = t
 	basic := base64.StdEncoding.EncodeToString([]byte("AWS:" + pw))
-	f.addSecretLocked(pw)
-	f.addSecretLocked("AWS:" + pw)
-	f.addSecretLocked(basic)
+	f.addSecretLocked(SecretECRPassword, pw)
+	f.addSecretLocked(SecretECRUserPass, "AWS:"+pw)
+	f.addSecretLocked(SecretECRBasic, basic)
 	return t, basic
 }
 

@@ -229,7 +229,7 @@ type Fake struct {
 	audience    string
 	creds       map[string]*Credentials // by access key id
 	ecrTokens   map[string]*ECRToken    // by password
-	secrets     []string
+	secrets     []Secret
 	secretSet   map[string]bool
 	tokensSeen  []string
 	log         []CallRecord
@@ -457,8 +457,8 @@ func (f *Fake) AddStaticCredentials(accessKeyID, secretAccessKey, sessionToken s
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.creds[accessKeyID] = &Credentials{AccessKeyID: accessKeyID, SecretAccessKey: secretAccessKey, SessionToken: sessionToken, Expires: expires}
-	f.addSecretLocked(secretAccessKey)
-	f.addSecretLocked(sessionToken)
+	f.addSecretLocked(SecretAccessKey, secretAccessKey)
+	f.addSecretLocked(SecretSessionToken, sessionToken)
 }
 
 // RevokeCredentials forgets an access key: later requests get UnrecognizedClientException.
@@ -568,21 +568,48 @@ func (f *Fake) ECRTokens() []ECRToken {
 func (f *Fake) Secrets() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	out := make([]string, len(f.secrets))
+	for i, s := range f.secrets {
+		out[i] = s.Value
+	}
+	return out
+}
+
+// Kinds of Secret, for messages that say what leaked without showing it.
+const (
+	SecretJWT          = "web identity token (JWT)"
+	SecretAccessKey    = "secret access key"
+	SecretSessionToken = "session token"
+	SecretECRPassword  = "ECR password"
+	SecretECRUserPass  = "AWS:<ECR password>"
+	SecretECRBasic     = "ECR authorization token (base64 AWS:<password>)"
+)
+
+// Secret is one secret the fake issued and what it is.
+type Secret struct {
+	Kind  string
+	Value string
+}
+
+// SecretsWithKind is Secrets with each secret's kind.
+func (f *Fake) SecretsWithKind() []Secret {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	return slices.Clone(f.secrets)
 }
 
-func (f *Fake) addSecret(s string) {
+func (f *Fake) addSecret(kind, s string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.addSecretLocked(s)
+	f.addSecretLocked(kind, s)
 }
 
-func (f *Fake) addSecretLocked(s string) {
+func (f *Fake) addSecretLocked(kind, s string) {
 	if s == "" || f.secretSet[s] {
 		return
 	}
 	f.secretSet[s] = true
-	f.secrets = append(f.secrets, s)
+	f.secrets = append(f.secrets, Secret{Kind: kind, Value: s})
 }
 
 // ---- dispatch ----

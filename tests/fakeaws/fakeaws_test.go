@@ -529,6 +529,16 @@ func TestSecrets(t *testing.T) {
 			t.Errorf("Secrets() lacks the %s", name)
 		}
 	}
+	kinds := map[string]string{}
+	for _, s := range f.SecretsWithKind() {
+		kinds[s.Value] = s.Kind
+	}
+	for s, want := range map[string]string{tok: SecretJWT, creds.SecretAccessKey: SecretAccessKey, creds.SessionToken: SecretSessionToken,
+		pw: SecretECRPassword, string(raw): SecretECRUserPass, basic: SecretECRBasic} {
+		if kinds[s] != want {
+			t.Errorf("SecretsWithKind() kind %q, want %q", kinds[s], want)
+		}
+	}
 }
 
 func TestConcurrentUse(t *testing.T) {

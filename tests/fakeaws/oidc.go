@@ -83,7 +83,7 @@ func (f *Fake) MintToken(spec TokenSpec) string {
 	if err != nil {
 		panic(fmt.Sprintf("fakeaws: signing token: %v", err)) // cannot happen with a valid RSA key
 	}
-	f.addSecret(s)
+	f.addSecret(SecretJWT, s)
 	return s
 }
 

@@ -136,8 +136,8 @@ func (f *Fake) issueSTSCredentials(roleARN, account, roleName, session, subject 
 	}
 	f.mu.Lock()
 	f.creds[creds.AccessKeyID] = creds
-	f.addSecretLocked(creds.SecretAccessKey)
-	f.addSecretLocked(creds.SessionToken)
+	f.addSecretLocked(SecretAccessKey, creds.SecretAccessKey)
+	f.addSecretLocked(SecretSessionToken, creds.SessionToken)
 	f.mu.Unlock()
 	return creds, user
 }

@@ -140,6 +140,20 @@ func TestParseErrors(t *testing.T) {
 		{"fullwidth dot", acct + ".dkr.ecr.us-east-1\uff0eamazonaws.com", "non-ASCII"},
 		{"zero width", acct + ".dkr.ecr.us-east-1.amazonaws.com\u200b", "non-ASCII"},
 		{"invalid utf8", ecr + "\xff", "non-ASCII"},
+		// Names that, as a certs.d directory, could escape it or read as another name.
+		{"one-dot leader", acct + ".dkr.ecr.us-east-1\u2024amazonaws.com", "non-ASCII character U+2024"},
+		{"one-dot leaders as dotdot", "\u2024\u2024/" + ecr, "non-ASCII character U+2024"},
+		{"fullwidth solidus", ecr + "\uff0f..\uff0fetc", "non-ASCII character U+FF0F"},
+		{"rtl override", "\u202e" + ecr, "non-ASCII character U+202E"},
+		{"zero-width joiner", acct + ".dkr.ecr.us-east-1.amazonaws\u200d.com", "non-ASCII character U+200D"},
+		{"percent-encoded dots", "%2e%2e/" + ecr, `character '%' is not allowed`},
+		{"percent-encoded dot in host", acct + "%2edkr.ecr.us-east-1.amazonaws.com", `character '%' is not allowed`},
+		{"percent-encoded slash", acct + ".dkr.ecr.us-east-1.amazonaws.com%2fetc", `character '%' is not allowed`},
+		{"absolute path", "/etc/containerd/certs.d", "no registry host"},
+		{"dotdot slash", "../" + ecr, `contains ".."`},
+		{"nul inside", acct + ".dkr.ecr.us-east-1\x00.amazonaws.com", "control character"},
+		{"backslash traversal", `..\..\etc`, "backslash"},
+		{"file scheme", "file:///etc/passwd", `unsupported scheme "file"`},
 		{"userinfo", "https://user:pass@" + ecr, "not allowed"},
 		{"query", ecr + "?x=/y", "not allowed"},
 		{"ipv6 literal", "[::1]:443", "not allowed"},
@@ -189,6 +203,9 @@ func FuzzParse(f *testing.F) {
 		acct + ".dkr.ecr.us-isob-east-1.sc2s.sgov.gov",
 		"ghcr.io/x",
 		acct + ".dkr.ecr.us-east-1.amazonaws.com/../x",
+		acct + ".dkr.ecr.us-east-1\u2024amazonaws.com",
+		"%2e%2e/" + acct + ".dkr.ecr.us-east-1.amazonaws.com",
+		"\u202e" + acct + ".dkr.ecr.us-east-1.amazonaws.com\uff0fx",
 	} {
 		f.Add(s)
 	}

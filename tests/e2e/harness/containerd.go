@@ -245,6 +245,9 @@ func StartContainerdWith(t testing.TB, bin ContainerdBinary, certsDir string, op
 			t.Logf("containerd %s log tail (%s):\n%s", bin.Version, c.LogFile, TailFile(c.LogFile, 30))
 		}
 		c.Stop()
+		// containerd logs request headers at debug level but leaves Authorization out
+		// (remotes/docker requestFields, 1.6 and 2.x), so its log is checked too.
+		_ = RecordFile(t.Name()+"/containerd-"+bin.Version+".log", c.LogFile)
 	})
 
 	conn, err := grpc.NewClient("unix://"+c.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))

@@ -5,11 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -37,8 +40,9 @@ func BuildDaemon(moduleRoot, outDir string) (string, error) {
 	return bin, nil
 }
 
-// Artifact is text the daemon produced (a log, a status output), kept in memory past
-// the test's temp dirs for the secret hygiene check.
+// Artifact is text a process of the run produced (a daemon or containerd log, a status,
+// doctor or metrics output, a client's stderr), kept in memory past the test's temp
+// dirs for the secret hygiene check TestMain makes after the run.
 type Artifact struct {
 	Name string
 	Data []byte
@@ -47,6 +51,9 @@ type Artifact struct {
 var (
 	artifactsMu sync.Mutex
 	artifacts   []Artifact
+
+	// Every daemon start must leave a recorded log: the hygiene check compares.
+	daemonStarts, daemonLogs atomic.Int64
 )
 
 // RecordArtifact keeps data for Artifacts.
@@ -56,11 +63,28 @@ func RecordArtifact(name string, data []byte) {
 	artifacts = append(artifacts, Artifact{Name: name, Data: bytes.Clone(data)})
 }
 
-// Artifacts returns every daemon log and status output recorded so far in this process.
+// RecordFile records the file at path as an artifact; a missing file records nothing
+// and returns the error.
+func RecordFile(name, path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	RecordArtifact(name, b)
+	return nil
+}
+
+// Artifacts returns every artifact recorded so far in this process.
 func Artifacts() []Artifact {
 	artifactsMu.Lock()
 	defer artifactsMu.Unlock()
 	return append([]Artifact(nil), artifacts...)
+}
+
+// DaemonLogCoverage is how many daemon processes were started in this process and how
+// many of their logs were recorded as artifacts.
+func DaemonLogCoverage() (starts, recorded int64) {
+	return daemonStarts.Load(), daemonLogs.Load()
 }
 
 // Registry is one entry of the daemon config's registries list.
@@ -217,6 +241,7 @@ func (d *Daemon) recordLogs() {
 		p := filepath.Join(d.Dir, fmt.Sprintf("daemon-%d.log", i))
 		if b, err := os.ReadFile(p); err == nil {
 			RecordArtifact(d.t.Name()+"/"+filepath.Base(p), b)
+			daemonLogs.Add(1)
 			if bytes.Contains(b, []byte("WARNING: DATA RACE")) {
 				d.t.Errorf("the daemon reported a data race (%s):\n%s", p, b)
 			}
@@ -233,6 +258,7 @@ func (d *Daemon) Start() {
 		d.t.Fatalf("daemon already running (pid %d)", d.cmd.Process.Pid)
 	}
 	d.starts++
+	daemonStarts.Add(1)
 	d.LogFile = filepath.Join(d.Dir, fmt.Sprintf("daemon-%d.log", d.starts))
 	logf, err := os.Create(d.LogFile)
 	if err != nil {
@@ -334,6 +360,26 @@ func (d *Daemon) Stop() bool {
 func (d *Daemon) Log() string {
 	b, _ := os.ReadFile(d.LogFile)
 	return string(b)
+}
+
+// Metrics GETs /metrics from the daemon's metrics server at addr (host:port, as
+// `status` reports it) and records the body as an artifact.
+func (d *Daemon) Metrics(addr string) ([]byte, error) {
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	RecordArtifact(d.t.Name()+"/metrics", b)
+	if err != nil {
+		return b, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return b, fmt.Errorf("GET http://%s/metrics: %s", addr, resp.Status)
+	}
+	return b, nil
 }
 
 // Status runs `ecr-node-auth status --socket S -o json` and returns its stdout. Both
