@@ -15,13 +15,11 @@ import (
 // containerd logs, status, doctor and metrics outputs, client stderr) for every secret
 // any fake issued, whatever order the tests ran in.
 
-// minSecretLen: shorter values could match by chance; every secret the fake issues is
-// far longer (JWTs, 40-char keys, ~150-char ECR passwords).
-const minSecretLen = 16
-
-// kindJWTSignature is a JWT's third part, looked for alone: it is what makes the token
-// usable.
-const kindJWTSignature = "web identity token signature"
+// minSecretLen and kindJWTSignature: see harness.MinSecretLen, harness.KindJWTSignature.
+const (
+	minSecretLen     = harness.MinSecretLen
+	kindJWTSignature = harness.KindJWTSignature
+)
 
 // issuedSecrets is every secret the fakes of this run issued, with its kind.
 func issuedSecrets() []fakeaws.Secret {
@@ -34,60 +32,10 @@ func issuedSecrets() []fakeaws.Secret {
 	return secrets
 }
 
-// withSignatures adds each JWT's signature as a secret of its own.
-func withSignatures(in []fakeaws.Secret) []fakeaws.Secret {
-	out := in
-	for _, s := range in {
-		if parts := strings.Split(s.Value, "."); len(parts) == 3 && len(parts[2]) >= 32 {
-			out = append(out, fakeaws.Secret{Kind: kindJWTSignature, Value: parts[2]})
-		}
-	}
-	return out
-}
+func withSignatures(in []fakeaws.Secret) []fakeaws.Secret { return harness.WithSignatures(in) }
 
-// leak is one secret found in one artifact. It holds no more of the secret than a
-// redacted prefix, so printing it never leaks it again.
-type leak struct {
-	artifact string
-	kind     string
-	prefix   string // redact(secret)
-	length   int
-}
-
-func (l leak) String() string {
-	return fmt.Sprintf("%s contains a %s the fake issued (%s, %d chars)", l.artifact, l.kind, l.prefix, l.length)
-}
-
-// findLeaks reports every (artifact, secret) pair where the artifact holds the secret.
-// Secrets are indexed by their first minSecretLen bytes, so the scan is one map lookup
-// per byte of output rather than one pass per secret (runs issue thousands).
-func findLeaks(arts []harness.Artifact, secrets []fakeaws.Secret) []leak {
-	byPrefix := map[string][]fakeaws.Secret{}
-	for _, s := range secrets {
-		if len(s.Value) < minSecretLen {
-			continue
-		}
-		p := s.Value[:minSecretLen]
-		byPrefix[p] = append(byPrefix[p], s)
-	}
-	var leaks []leak
-	for _, a := range arts {
-		seen := map[string]bool{}
-		for i := 0; i+minSecretLen <= len(a.Data); i++ {
-			cands, ok := byPrefix[string(a.Data[i:i+minSecretLen])]
-			if !ok {
-				continue
-			}
-			for _, s := range cands {
-				if seen[s.Value] || !strings.HasPrefix(string(a.Data[i:]), s.Value) {
-					continue
-				}
-				seen[s.Value] = true
-				leaks = append(leaks, leak{artifact: a.Name, kind: s.Kind, prefix: redact(s.Value), length: len(s.Value)})
-			}
-		}
-	}
-	return leaks
+func findLeaks(arts []harness.Artifact, secrets []fakeaws.Secret) []harness.Leak {
+	return harness.FindLeaks(arts, secrets)
 }
 
 // checkNoSecrets fails t for every artifact holding one of secrets (a test's own,
@@ -100,39 +48,14 @@ func checkNoSecrets(t *testing.T, arts []harness.Artifact, secrets []fakeaws.Sec
 }
 
 // postRunHygiene checks every artifact of the run against every secret of every fake
-// and prints the result to w (see hygieneReport).
+// and prints the result to w (see harness.HygieneReport).
 func postRunHygiene(w io.Writer) bool {
 	starts, logs := harness.DaemonLogCoverage()
 	return hygieneReport(w, harness.Artifacts(), issuedSecrets(), starts, logs, fakeCount())
 }
 
-// hygieneReport prints one FAIL line per leak and a summary to w, and returns false on
-// a leak or when fewer daemon logs were recorded than daemons started (the check
-// would then miss one).
 func hygieneReport(w io.Writer, arts []harness.Artifact, secrets []fakeaws.Secret, starts, logs int64, nfakes int) bool {
-	total := 0
-	for _, a := range arts {
-		total += len(a.Data)
-	}
-	ok := true
-	if logs < starts {
-		fmt.Fprintf(w, "e2e secret hygiene: FAIL: %d daemon processes started but only %d logs recorded as artifacts; every daemon log must be checked\n", starts, logs)
-		ok = false
-	}
-	leaks := findLeaks(arts, secrets)
-	for _, l := range leaks {
-		fmt.Fprintf(w, "e2e secret hygiene: FAIL: %s\n", l)
-	}
-	if len(leaks) > 0 {
-		ok = false
-	}
-	verdict := "ok"
-	if !ok {
-		verdict = "FAIL"
-	}
-	fmt.Fprintf(w, "e2e secret hygiene: %s: %d artifacts (%d daemon logs of %d starts, %d bytes) checked for %d secrets of %d fakes\n",
-		verdict, len(arts), logs, starts, total, len(secrets), nfakes)
-	return ok
+	return harness.HygieneReport(w, "e2e", arts, secrets, starts, logs, nfakes)
 }
 
 func fakeCount() int {
@@ -196,7 +119,7 @@ func TestSecretHygiene(t *testing.T) {
 		}
 		l := leaks[0]
 		msg := l.String()
-		if l.artifact != name || l.kind != s.Kind || !strings.Contains(msg, name) || !strings.Contains(msg, s.Kind) {
+		if l.Artifact != name || l.Kind != s.Kind || !strings.Contains(msg, name) || !strings.Contains(msg, s.Kind) {
 			t.Errorf("report %q: want the artifact %s and the kind %s", msg, name, s.Kind)
 		}
 		if strings.Contains(msg, s.Value) || strings.Contains(msg, s.Value[:minSecretLen]) {

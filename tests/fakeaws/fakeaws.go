@@ -811,6 +811,7 @@ func (f *Fake) writeResult(w http.ResponseWriter, info serviceInfo, op, reqID st
 		w.Header().Set("Content-Type", jsonContentType)
 	}
 	w.Header().Set("X-Amzn-RequestId", reqID)
+	f.setDate(w)
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(buf.Bytes())
 	return nil
@@ -837,8 +838,15 @@ func (f *Fake) writeError(w http.ResponseWriter, info serviceInfo, reqID string,
 		w.Header().Set("Content-Type", jsonContentType)
 		w.Header().Set("X-Amzn-ErrorType", e.Code)
 	}
+	f.setDate(w)
 	w.WriteHeader(e.status())
 	_, _ = w.Write(buf.Bytes())
+}
+
+// setDate dates the answer by the service's own clock, as AWS does: the SDK corrects a
+// skewed local clock from it after a signature-expired error.
+func (f *Fake) setDate(w http.ResponseWriter) {
+	w.Header().Set("Date", f.opts.SigV4Clock.Now().UTC().Format(http.TimeFormat))
 }
 
 // ---- helpers ----
