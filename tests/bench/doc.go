@@ -9,6 +9,8 @@
 //     daemon, as a ratio to /bin/true (exec_ratio; target ≤ 1.5), beside a hello-world
 //     Go binary's ratio (gohello_ratio, the floor of any Go process), and AWS calls per
 //     1,000 plugin execs (target 0).
+//     Its log splits the binary's package init by group (AWS SDK, Prometheus, this
+//     module, the rest); TestInitCost keeps this module's share near zero.
 //   - BenchmarkDaemonSteadyRSS: VmRSS of a daemon after ≥ 200 refreshes of 2 s ECR
 //     tokens and 3 s STS credentials for 16 registries in 8 regions while serving socket
 //     lookups (rss_mib; target ≤ 20 MiB), its growth from N to 4N refreshes, and the

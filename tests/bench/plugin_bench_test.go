@@ -136,6 +136,12 @@ func BenchmarkPluginExec(b *testing.B) {
 	b.ReportMetric(med(tr), "true_ms")
 	b.ReportMetric(med(gh), "gohello_ms")
 	b.ReportMetric(float64(calls)*1000/n, "aws_calls_per_1000")
+	// Where the plugin's start goes: package init by group (GODEBUG=inittrace=1).
+	trace, err := initTrace(daemonBin, "version")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("package init of the binary (every exec pays it): %s", formatGroups(byGroup(trace)))
 }
 
 var (
