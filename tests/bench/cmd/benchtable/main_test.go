@@ -20,7 +20,7 @@ BenchmarkStartToFirstHostsToml-2   	      20	         8.872 ms/start	        13.
 BenchmarkRotationPickup-2          	      20	         %s ms/rotation	         1.228 ms/rotation-max	         0.5625 ms/rotation-p50
 --- BENCH: BenchmarkRotationPickup-2
     bench_test.go:475: measured: swap to /v1/status
-BenchmarkPluginExec-2   	     300	         0 aws_calls_per_1000	         %s exec_ratio	         5.990 exec_ratio_mean	         3.624 go_exec_ratio	         2.332 gohello_ms	         1.950 gohello_ratio	         8.451 plugin_ms	         1.196 true_ms
+BenchmarkPluginExec-2   	     300	         0 aws_calls_per_1000	         %s exec_ratio	         5.990 exec_ratio_mean	         3.624 go_exec_ratio	         2.332 gohello_ms	         1.950 gohello_ratio	         8.451 plugin_ms	         1.196 true_ms	         7.512 version_ms
 BenchmarkPulls/warm-2        	      20	         0 aws_calls_per_1000_pulls	      6624 pulls/s
 BenchmarkPulls/cold-2        	      20	         1.000 aws_calls_per_1000_pulls	         %s ecr_calls_per_new_region	         %s ecr_calls_per_new_region-max	         1.000 ecr_calls_per_new_region-min	       107.8 ms/1000_pulls
 PASS
@@ -64,7 +64,7 @@ func TestPass(t *testing.T) {
 		"note: tests/bench.RotationPickup: measured: swap to /v1/status",
 		"daemon.SocketLookup/raw 80.6", "p99-µs", "≤ 200", "59714", "≥ 50000", "= 0",
 		"daemon.SocketLookup/nethttp 260",
-		"tests/bench.PluginExec", "exec_ratio", "≤ 1.5", "go_exec_ratio", "PluginExec 1.95 gohello_ratio",
+		"tests/bench.PluginExec", "exec_ratio", "≤ 1.5", "go_exec_ratio", "PluginExec 1.95 gohello_ratio", "PluginExec 7.51 version_ms",
 		"tests/bench.Pulls/warm 0 aws_calls_per_1000_pulls = 0 pass 6624 pulls/s, 20 iterations",
 		"tests/bench.Pulls/cold 1 ecr_calls_per_new_region = 1 pass max 1, min 1,", "108 ms/1000_pulls",
 		"tests/bench.Pulls/cold 1 aws_calls_per_1000_pulls - -",
