@@ -49,11 +49,15 @@ var soakRegions = []string{"us-east-1", "us-east-2", "us-west-1", "us-west-2", "
 // /proc/<pid>/status, and again after 4×soakFirst, with VmHWM.
 //
 // Metrics: rss_mib (VmRSS at the end; target ≤ 20), rss_growth_mib (VmRSS at 4N less
-// at N: a leak per refresh shows here), rss_hwm_mib, rss_ready_mib (when first
-// ready), refreshes (target ≥ 200: the soak was long enough), ecr_refreshes,
-// sts_refreshes, lookups, lookup_errors (answers that were not 200 with a token the
-// fake issued; a 503 while a refresh runs late on a loaded machine counts here),
-// soak_s.
+// at N: a leak per refresh shows here), rss_anon_mib and rss_file_mib (RssAnon: the
+// Go heap, stacks and runtime; RssFile: the binary's own pages, shared with the page
+// cache), rss_hwm_mib, rss_ready_mib (when first ready), heap_inuse_mib,
+// stack_inuse_mib, go_sys_mib and goroutines (the daemon's /metrics at the end),
+// refreshes (target ≥ 200: the soak was long enough), ecr_refreshes, sts_refreshes,
+// lookups, lookup_errors (answers that were not 200 with a token the fake issued; a
+// 503 while a refresh runs late on a loaded machine would count here), soak_s, cpu_%
+// (the daemon's CPU time over the soak's wall time: the price of the refreshes, the
+// lookups and the GC).
 //
 // One iteration is the whole soak: run it with -benchtime=1x (`make bench` does).
 func BenchmarkDaemonSteadyRSS(b *testing.B) {
@@ -98,6 +102,7 @@ func BenchmarkDaemonSteadyRSS(b *testing.B) {
 	b.ReportMetric(float64(res.lookups), "lookups")
 	b.ReportMetric(float64(res.lookupErrs), "lookup_errors")
 	b.ReportMetric(res.took.Seconds(), "soak_s")
+	b.ReportMetric(float64(res.cpu)/float64(res.took)*100, "cpu_%")
 	b.Logf("daemon VmRSS %.1f MiB when ready, %.1f MiB after %d refreshes, %.1f MiB after %d (anon %.1f, file %.1f; VmHWM %.1f MiB); %d socket lookups, %d not answered with a valid token%s",
 		res.ready.rss, res.atNMem.rss, res.atN, res.end.rss, res.ecr+res.sts, res.end.anon, res.end.file, res.end.hwm, res.lookups, res.lookupErrs, res.firstErr)
 }
@@ -109,6 +114,7 @@ type soakResult struct {
 	firstErr            string
 	gomem               map[string]float64 // goMemory
 	took                time.Duration
+	cpu                 time.Duration // the daemon's user+system CPU during the soak
 }
 
 // soak runs one daemon through the soak; the daemon must then stop with exit 0.
@@ -128,6 +134,10 @@ func (w *world) soak(cfg, sock string, hosts []string) (res soakResult, err erro
 	}
 	pid := p.cmd.Process.Pid
 	if res.ready, err = procMem(pid); err != nil {
+		return res, err
+	}
+	cpu0, err := procCPU(pid)
+	if err != nil {
 		return res, err
 	}
 	ecr0, sts0 := w.fake.Calls(fakeaws.ActionGetAuthorizationToken), w.fake.Calls(fakeaws.ActionAssumeRoleWithWebIdentity)
@@ -205,6 +215,11 @@ func (w *world) soak(cfg, sock string, hosts []string) (res soakResult, err erro
 	}
 	res.took = time.Since(t0)
 	res.ecr, res.sts = refreshes()
+	cpu, err := procCPU(pid)
+	if err != nil {
+		return res, err
+	}
+	res.cpu = cpu - cpu0
 	res.gomem, err = goMemory(client)
 	return res, err
 }
@@ -268,6 +283,33 @@ func waitReady(p *proc, client *api.Client, n int) error {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// procCPU reads the user and system CPU time of a process from /proc/<pid>/stat.
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The fields after "(comm)", which may hold spaces: state is the first, utime
+	// and stime the 12th and 13th (fields 14 and 15 of proc(5)).
+	_, rest, ok := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected %q", pid, b)
+	}
+	var ticks int64
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %v", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
+// clockTicks is USER_HZ, 100 on every Linux architecture Go supports.
+const clockTicks = 100
 
 // memStatus is what /proc/<pid>/status says about memory, in MiB.
 type memStatus struct {
