@@ -137,7 +137,7 @@ func run(r io.Reader, stdout, stderr io.Writer) int {
 	missed := render(stdout, in, machine(in), time.Now())
 	bad := false
 	if missed > 0 && os.Getenv(envStrict) == "1" {
-		fmt.Fprintf(stderr, "benchtable: %d targets missed and %s=1\n", missed, envStrict)
+		fmt.Fprintf(stderr, "benchtable: %s missed and %s=1\n", targetsN(missed), envStrict)
 		bad = true
 	}
 	if len(in.failures) > 0 {
@@ -395,7 +395,7 @@ func render(w io.Writer, in *input, header string, now time.Time) int {
 	if missed == 0 {
 		fmt.Fprintf(w, "all %d targets met\n", targets)
 	} else {
-		fmt.Fprintf(w, "%d targets missed (of %d); `make bench` is a report: it fails on a miss only with %s=1\n", missed, targets, envStrict)
+		fmt.Fprintf(w, "%s missed (of %d); `make bench` is a report: it fails on a miss only with %s=1\n", targetsN(missed), targets, envStrict)
 	}
 	if len(notes) > 0 {
 		fmt.Fprintln(w)
@@ -404,6 +404,14 @@ func render(w io.Writer, in *input, header string, now time.Time) int {
 		}
 	}
 	return missed
+}
+
+// targetsN is "1 target" or "n targets".
+func targetsN(n int) string {
+	if n == 1 {
+		return "1 target"
+	}
+	return strconv.Itoa(n) + " targets"
 }
 
 func formatValue(v float64) string {
