@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -58,8 +59,12 @@ func upstreamServer(host string) string {
 }
 
 // mirrorPrefixRe is an OCI repository name (lower-case components joined
-// by '/'); it becomes part of a URL path containerd uses as written.
-var mirrorPrefixRe = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
+// by '/'); it becomes part of a URL path containerd uses as written. It is
+// compiled on first use: package init runs in every exec of the binary,
+// the kubelet plugin's included.
+var mirrorPrefixRe = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
+})
 
 // URL is the server URL containerd is told to use: the endpoint (scheme and
 // host only) if set, else https://<Host>. Call Validate first.
@@ -90,7 +95,7 @@ func (h HostConfig) Validate() error {
 		if m.ECRHost == h.Host {
 			return fmt.Errorf("mirror for %s: the ECR host is the upstream itself", h.Host)
 		}
-		if !mirrorPrefixRe.MatchString(m.Prefix) {
+		if !mirrorPrefixRe().MatchString(m.Prefix) {
 			return fmt.Errorf("mirror for %s: repository prefix %q is not a repository name (lower-case a-z, 0-9, '.', '_', '-', components joined by '/')", h.Host, m.Prefix)
 		}
 	}

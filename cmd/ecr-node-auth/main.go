@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 
 	"github.com/ecr-node-auth/ecr-node-auth/daemon"
 	"github.com/ecr-node-auth/ecr-node-auth/daemon/config"
@@ -108,12 +109,31 @@ func runCmd(args []string, stderr io.Writer) int {
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
+	setDaemonGC()
 	// SIGTERM, SIGINT and SIGHUP are handled inside daemon.Run.
 	if err := daemon.Run(context.Background(), *cfg, daemon.WithVersion(version)); err != nil {
 		fmt.Fprintf(stderr, "ecr-node-auth: %v\n", err)
 		return 1
 	}
 	return 0
+}
+
+// daemonGCPercent is the daemon's GOGC unless the environment sets one.
+//
+// The daemon's live heap is small (about 1.5 MiB, most of it the AWS SDK's
+// tables) and it allocates little: a refresh per region every few hours and a
+// few socket lookups per pod start. Go's default GOGC=100 lets such a heap grow
+// to a 4 MiB minimum goal that is mostly garbage; 50 halves that goal, which
+// keeps the steady RSS about 1.3 MiB lower (`make bench`, DaemonSteadyRSS:
+// 19.1-19.3 against 20.3-20.9 MiB). The price, at the soak's 700 lookups and
+// 7 refreshes a second (far above a node's rate), was the daemon's CPU going
+// from 13.2 to 14.2% of one CPU. A GOGC in the unit's environment wins.
+const daemonGCPercent = 50
+
+func setDaemonGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(daemonGCPercent)
+	}
 }
 
 // parseFlags parses a command's flags; on failure it returns the exit code:

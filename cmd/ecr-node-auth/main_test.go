@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -103,5 +104,30 @@ func TestShort(t *testing.T) {
 		if got := short(d); got != want {
 			t.Errorf("short(%v) = %q, want %q", d, got, want)
 		}
+	}
+}
+
+func TestDaemonGC(t *testing.T) {
+	prev := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(prev)
+	for _, tc := range []struct {
+		env  string // GOGC in the environment ("" unset)
+		want int
+	}{
+		{"", daemonGCPercent},
+		{"100", 100}, // the operator's choice is left alone
+		{"off", 100},
+	} {
+		t.Run("GOGC="+tc.env, func(t *testing.T) {
+			debug.SetGCPercent(100)
+			t.Setenv("GOGC", tc.env)
+			if tc.env == "" {
+				os.Unsetenv("GOGC")
+			}
+			setDaemonGC()
+			if got := debug.SetGCPercent(100); got != tc.want {
+				t.Errorf("GC percent %d, want %d", got, tc.want)
+			}
+		})
 	}
 }

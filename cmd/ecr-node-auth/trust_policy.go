@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ecr-node-auth/ecr-node-auth/daemon/config"
@@ -29,9 +30,11 @@ type trustStatement struct {
 	Condition map[string]map[string]string `json:"Condition"`
 }
 
+// The regexps are compiled on first use: package init runs in every exec of
+// the binary, the kubelet plugin's included.
 var (
-	accountRE   = regexp.MustCompile(`^[0-9]{12}$`)
-	dns1123     = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	accountRE   = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[0-9]{12}$`) })
+	dns1123     = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`) })
 	partitions  = []string{"aws", "aws-cn", "aws-us-gov", "aws-iso", "aws-iso-b", "aws-iso-e", "aws-iso-f", "aws-eusc"}
 	saSubPrefix = "system:serviceaccount:"
 )
@@ -160,7 +163,7 @@ func validateTrustInputs(account, issuer, namespace, name, audience, partition s
 	if account == "" {
 		return "", errors.New("--account-id is required (the 12-digit account that owns the role and the OIDC provider), or set awsECR.roleArn in the config")
 	}
-	if !accountRE.MatchString(account) {
+	if !accountRE().MatchString(account) {
 		return "", fmt.Errorf("--account-id %q: an AWS account ID is exactly 12 digits", account)
 	}
 	found := false
@@ -181,7 +184,7 @@ func validateTrustInputs(account, issuer, namespace, name, audience, partition s
 	case u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "":
 		return "", fmt.Errorf("--issuer %q: want https://host[/path] with no user, query or fragment", issuer)
 	}
-	if len(namespace) > 63 || !dns1123.MatchString(namespace) {
+	if len(namespace) > 63 || !dns1123().MatchString(namespace) {
 		return "", fmt.Errorf("--namespace %q is not a valid Kubernetes namespace (lower-case letters, digits and '-', at most 63)", namespace)
 	}
 	if len(name) > 253 || !subdomainOK(name) {
@@ -196,7 +199,7 @@ func validateTrustInputs(account, issuer, namespace, name, audience, partition s
 
 func subdomainOK(s string) bool {
 	for _, l := range strings.Split(s, ".") {
-		if !dns1123.MatchString(l) {
+		if !dns1123().MatchString(l) {
 			return false
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -30,7 +31,11 @@ type Containerd struct {
 	Version       string
 }
 
-var versionRE = regexp.MustCompile(`^containerd\s+\S+\s+v?((\d+)\.\d+\S*)`)
+// versionRE is compiled on first use: package init runs in every exec of the
+// binary, the kubelet plugin's included.
+var versionRE = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^containerd\s+\S+\s+v?((\d+)\.\d+\S*)`)
+})
 
 // DetectContainerd runs `bin --version` and `bin config default`.
 func DetectContainerd(ctx context.Context, bin string) (Containerd, error) {
@@ -45,7 +50,7 @@ func DetectContainerd(ctx context.Context, bin string) (Containerd, error) {
 		return Containerd{}, fmt.Errorf("%s --version: %v", path, err)
 	}
 	line := strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
-	m := versionRE.FindStringSubmatch(line)
+	m := versionRE().FindStringSubmatch(line)
 	if m == nil {
 		return Containerd{}, fmt.Errorf("%s --version: cannot parse %q", path, line)
 	}

@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/ecr-node-auth/ecr-node-auth/tokens/ecrhost"
 )
@@ -84,7 +85,7 @@ type AWSECR struct {
 
 // RolePartition is the partition named by RoleARN ("" without a role).
 func (a AWSECR) RolePartition() string {
-	if m := roleARNRe.FindStringSubmatch(a.RoleARN); m != nil {
+	if m := roleARNRe().FindStringSubmatch(a.RoleARN); m != nil {
 		return m[1]
 	}
 	return ""
@@ -205,16 +206,22 @@ func Parse(name string, data []byte) (*Config, error) {
 
 // roleARNRe is an IAM role ARN: arn:<partition>:iam::<account>:role/<path/name>.
 // The name's length (at most 512) is checked apart: a bounded repeat makes
-// the regexp costly to compile, and every exec of the kubelet plugin pays
-// that at start.
-var roleARNRe = regexp.MustCompile(`^arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):iam::([0-9]{12}):role/([\w+=,.@/-]+)$`)
+// the regexp costly to compile. The regexps of this package are compiled on
+// first use, not at package init, which every exec of the kubelet plugin and
+// the docker helper would pay although their fast path never reads a config.
+var roleARNRe = lazyRegexp(`^arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):iam::([0-9]{12}):role/([\w+=,.@/-]+)$`)
 
 const maxRoleNameLen = 512
 
-var regionRe = regexp.MustCompile(`^[a-z]{2,4}(-[a-z]+)+-[0-9]+$`)
+var regionRe = lazyRegexp(`^[a-z]{2,4}(-[a-z]+)+-[0-9]+$`)
+
+// lazyRegexp returns a function that compiles expr on its first call.
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
+}
 
 func checkRoleARN(arn string) error {
-	if m := roleARNRe.FindStringSubmatch(arn); m != nil && len(m[3]) <= maxRoleNameLen && !strings.HasSuffix(arn, "/") {
+	if m := roleARNRe().FindStringSubmatch(arn); m != nil && len(m[3]) <= maxRoleNameLen && !strings.HasSuffix(arn, "/") {
 		return nil
 	}
 	switch {

@@ -3,7 +3,6 @@ package config
 import (
 	"fmt"
 	"net/url"
-	"regexp"
 	"sort"
 	"strings"
 
@@ -352,7 +351,7 @@ func checkUpstream(s string) error {
 
 // repoPrefixRe is an OCI repository name: lower-case components separated
 // by '/', each alphanumerics joined by '.', '_', '__' or '-'.
-var repoPrefixRe = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
+var repoPrefixRe = lazyRegexp(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
 
 // parseMirrorECR splits "<ECR host>/<prefix>".
 func parseMirrorECR(s string) (ecrhost.Host, string, error) {
@@ -373,7 +372,7 @@ func parseMirrorECR(s string) (ecrhost.Host, string, error) {
 		return ecrhost.Host{}, "", fmt.Errorf("%q has no repository prefix; add the cache rule's prefix, e.g. %s/docker-hub", s, h.Name)
 	case strings.HasPrefix(prefix, "v2/") || prefix == "v2":
 		return ecrhost.Host{}, "", fmt.Errorf("%q: leave out /v2; write <ECR host>/<repository prefix>, e.g. %s/docker-hub", s, h.Name)
-	case !repoPrefixRe.MatchString(prefix):
+	case !repoPrefixRe().MatchString(prefix):
 		return ecrhost.Host{}, "", fmt.Errorf("%q: repository prefix %q is not a valid repository name (lower-case letters, digits, '.', '_', '-', components separated by '/')", s, prefix)
 	}
 	return h, prefix, nil
@@ -408,7 +407,7 @@ func checkEndpoint(s string) error {
 }
 
 func checkRegion(s string) error {
-	if !regionRe.MatchString(s) {
+	if !regionRe().MatchString(s) {
 		return fmt.Errorf("%q is not an AWS region name (e.g. us-east-1)", s)
 	}
 	return nil

@@ -91,7 +91,15 @@ type world struct {
 
 func newWorld(b *testing.B) *world {
 	b.Helper()
-	f, err := fakeaws.New(fakeaws.Options{AllowedRoleARNs: []string{roleARN}})
+	return newWorldWith(b, fakeaws.Options{})
+}
+
+// newWorldWith is newWorld with options for the fake (token lifetimes, more roles);
+// roleARN is always allowed.
+func newWorldWith(b *testing.B, opts fakeaws.Options) *world {
+	b.Helper()
+	opts.AllowedRoleARNs = append(opts.AllowedRoleARNs, roleARN)
+	f, err := fakeaws.New(opts)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -141,8 +149,13 @@ func (w *world) token(seq int) (string, time.Time) {
 	}), exp
 }
 
-// config writes a daemon config under dir and returns its path.
-func (w *world) config(dir, tokenFile string) (cfgPath, certsDir, sock string, err error) {
+// config writes a daemon config under dir and returns its path. Its registries are
+// hosts (default: w.ecrHost), all served by the fake registry. The metrics server is
+// on, as by default, on a free port (daemons of other runs may hold the default one).
+func (w *world) config(dir, tokenFile string, hosts ...string) (cfgPath, certsDir, sock string, err error) {
+	if len(hosts) == 0 {
+		hosts = []string{w.ecrHost}
+	}
 	certsDir, sock, cfgPath = filepath.Join(dir, "certs.d"), filepath.Join(dir, "auth.sock"), filepath.Join(dir, "config.yaml")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", "", "", err
@@ -151,23 +164,25 @@ func (w *world) config(dir, tokenFile string) (cfgPath, certsDir, sock string, e
 	if err := os.WriteFile(ctrCfg, []byte("# not read: the daemon only checks that it exists\n"), 0o644); err != nil {
 		return "", "", "", err
 	}
+	var regs strings.Builder
+	for _, h := range hosts {
+		fmt.Fprintf(&regs, "  - host: %q\n    endpoint: %q\n    ca: %q\n", h, w.reg.URL(), w.ca)
+	}
 	cfg := fmt.Sprintf(`awsECR:
   roleArn: %q
   region: %q
 registries:
-  - host: %q
-    endpoint: %q
-    ca: %q
-identity:
+%sidentity:
   tokenFile: %q
 containerd:
   certsDir: %q
   configFile: %q
 socket: %q
+metricsAddress: "127.0.0.1:0"
 log:
   level: info
   format: json
-`, roleARN, region, w.ecrHost, w.reg.URL(), w.ca, tokenFile, certsDir, ctrCfg, sock)
+`, roleARN, region, regs.String(), tokenFile, certsDir, ctrCfg, sock)
 	return cfgPath, certsDir, sock, os.WriteFile(cfgPath, []byte(cfg), 0o600)
 }
 

@@ -18,16 +18,19 @@ import (
 // credential: one exec of the built binary in kubelet-plugin mode (a v1
 // CredentialProviderRequest on stdin, the response read from stdout) against a running
 // daemon process that holds a warm token from the fake AWS, interleaved, in rotating
-// order, with one exec of /bin/true and one of a hello-world Go binary built the same
-// way (static, trimmed), all with the same stdin, pipes and environment. The plugin's
+// order, with one exec of /bin/true, one of a hello-world Go binary built the same
+// way (static, trimmed) and one of `ecr-node-auth version` (the binary's start alone:
+// runtime and package init), all with the same stdin, pipes and environment. The plugin's
 // environment points the AWS SDK at the fake, so an AWS call made by the plugin or the
 // daemon during the timed loop is counted.
 //
 // Metrics (the ratios compare medians; the means are beside them):
 //   - exec_ratio: plugin / /bin/true (target ≤ 1.5)
-//   - go_exec_ratio: plugin / hello-world Go binary (informational: the price of a Go
-//     process alone, which the plugin cannot avoid)
-//   - plugin_ms, true_ms, gohello_ms: median exec wall times
+//   - go_exec_ratio: plugin / hello-world Go binary (informational)
+//   - gohello_ratio: hello-world Go binary / /bin/true (informational: the price of a
+//     Go process alone, the floor of exec_ratio for any Go binary)
+//   - plugin_ms, true_ms, gohello_ms, version_ms: median exec wall times; plugin_ms
+//     less version_ms is what the kubelet-plugin path itself costs
 //   - aws_calls_per_1000: AWS calls per 1,000 plugin execs (target 0: a warm lookup
 //     never leaves the node)
 func BenchmarkPluginExec(b *testing.B) {
@@ -84,33 +87,28 @@ func BenchmarkPluginExec(b *testing.B) {
 	}
 	trivial := func() time.Duration { return execOnce("/bin/true") }
 	goHello := func() time.Duration { return execOnce(hello) }
-	// Warm the page cache for the three binaries and the daemon's socket path.
+	version := func() time.Duration { return execOnce(daemonBin, "version") }
+	// Warm the page cache for the binaries and the daemon's socket path.
 	for range 3 {
 		plugin()
 		trivial()
 		goHello()
+		version()
 	}
 
-	var pl, tr, gh []time.Duration
+	// One of each per iteration, in rotating order.
+	execs := []func() time.Duration{plugin, trivial, goHello, version}
+	times := make([][]time.Duration, len(execs))
 	calls0 := len(w.fake.CallLog())
 	i := 0
 	for b.Loop() {
-		switch i % 3 {
-		case 0:
-			pl = append(pl, plugin())
-			tr = append(tr, trivial())
-			gh = append(gh, goHello())
-		case 1:
-			tr = append(tr, trivial())
-			gh = append(gh, goHello())
-			pl = append(pl, plugin())
-		default:
-			gh = append(gh, goHello())
-			pl = append(pl, plugin())
-			tr = append(tr, trivial())
+		for k := range execs {
+			j := (i + k) % len(execs)
+			times[j] = append(times[j], execs[j]())
 		}
 		i++
 	}
+	pl, tr, gh, ver := times[0], times[1], times[2], times[3]
 	b.StopTimer()
 	calls := len(w.fake.CallLog()) - calls0
 	n := float64(len(pl))
@@ -130,10 +128,18 @@ func BenchmarkPluginExec(b *testing.B) {
 	b.ReportMetric(med(pl)/med(tr), "exec_ratio")
 	b.ReportMetric(mean(pl)/mean(tr), "exec_ratio_mean")
 	b.ReportMetric(med(pl)/med(gh), "go_exec_ratio")
+	b.ReportMetric(med(gh)/med(tr), "gohello_ratio")
 	b.ReportMetric(med(pl), "plugin_ms")
 	b.ReportMetric(med(tr), "true_ms")
 	b.ReportMetric(med(gh), "gohello_ms")
+	b.ReportMetric(med(ver), "version_ms")
 	b.ReportMetric(float64(calls)*1000/n, "aws_calls_per_1000")
+	// Where the plugin's start goes: package init by group (GODEBUG=inittrace=1).
+	trace, err := initTrace(daemonBin, "version")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("package init of the binary (every exec pays it): %s", formatGroups(byGroup(trace)))
 }
 
 var (
