@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -524,12 +523,16 @@ func (r *run) skipPull() {
 	}
 }
 
-var (
-	deniedRE    = regexp.MustCompile(`401 Unauthorized|authorization failed|no basic auth credentials`)
-	forbiddenRE = regexp.MustCompile(`403 Forbidden|denied: `)
-	notFoundRE  = regexp.MustCompile(`(?i)not found`)
-	tlsRE       = regexp.MustCompile(`x509|certificate`)
-)
+// containsAny reports whether s holds one of subs (containerd's pull errors
+// differ between 1.6 and 2.x only in these phrases).
+func containsAny(s string, subs ...string) bool {
+	for _, sub := range subs {
+		if strings.Contains(s, sub) {
+			return true
+		}
+	}
+	return false
+}
 
 func (r *run) pull(ctx context.Context, images runtimeapi.ImageServiceClient) {
 	ref := r.o.PullImage
@@ -548,18 +551,18 @@ func (r *run) pull(ctx context.Context, images runtimeapi.ImageServiceClient) {
 	certs := r.cfg.Containerd.CertsDir
 	var detail, fix string
 	switch {
-	case deniedRE.MatchString(msg):
+	case containsAny(msg, "401 Unauthorized", "authorization failed", "no basic auth credentials"):
 		detail = "credentials not applied: the registry refused a pull without valid credentials: " + msg
 		fix = "containerd did not send the hosts.toml credentials: its config_path must include " + certs +
 			" (`ecr-node-auth setup-containerd`, then restart containerd), " + filepath.Join(certs, "<host>", "hosts.toml") +
 			" must be current (lines above), and the image's registry must be in ecr-node-auth's registries"
-	case forbiddenRE.MatchString(msg):
+	case containsAny(msg, "403 Forbidden", "denied: "):
 		detail = "access denied to the repository: " + msg
 		fix = "allow ecr:BatchGetImage and ecr:GetDownloadUrlForLayer on the repository to the node's identity (AmazonEC2ContainerRegistryReadOnly, and the repository policy)"
-	case tlsRE.MatchString(msg):
+	case containsAny(msg, "x509", "certificate"):
 		detail = "TLS: " + msg
 		fix = "containerd does not trust the registry's certificate: set the registry's ca in ecr-node-auth's config"
-	case notFoundRE.MatchString(msg):
+	case strings.Contains(strings.ToLower(msg), "not found"):
 		detail = "image not found: " + msg
 		fix = "check that the repository and tag exist"
 	case errors.Is(cctx.Err(), context.DeadlineExceeded):
