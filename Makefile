@@ -116,12 +116,12 @@ image: binaries
 	  -ca /etc/ssl/certs/ca-certificates.crt -version '$(VERSION)' -commit '$(COMMIT)' -out $(DIST)/image
 
 # ---- faults and resilience (issue 6) ----------------------------------------
-# The fault matrix: the real daemon against the fake AWS, one fault per row (about 6 min,
+# The fault matrix: the real daemon against the fake AWS, one fault per row (about 7 min,
 # the faults in parallel). FAULTS=name,name runs some only.
 FAULTS_LOG ?= $(CURDIR)/.cache/faults.log
 .PHONY: faults
 faults: build
 	@mkdir -p $(dir $(FAULTS_LOG))
-	@ECR_NODE_AUTH_FAULTS=1 ECR_NODE_AUTH_E2E_REQUIRED=$${ECR_NODE_AUTH_E2E_REQUIRED:-0} go test -count=1 -v -timeout 20m ./tests/faults/ > $(FAULTS_LOG) 2>&1; rc=$$?; \
+	@ECR_NODE_AUTH_FAULTS=1 ECR_NODE_AUTH_E2E_REQUIRED=$${ECR_NODE_AUTH_E2E_REQUIRED:-0} go test -count=1 -v -parallel 64 -timeout 20m ./tests/faults/ > $(FAULTS_LOG) 2>&1; rc=$$?; \
 	sed -n '/^ecr-node-auth fault matrix/,/^faults secret hygiene/p' $(FAULTS_LOG); \
 	if [ $$rc != 0 ]; then grep -E -- '--- (FAIL|SKIP)|_test.go:[0-9]+:' $(FAULTS_LOG) | head -60; echo "faults: FAILED (full log: $(FAULTS_LOG))"; fi; exit $$rc
