@@ -275,19 +275,7 @@ func Render(h HostConfig) ([]byte, error) {
 		b.WriteString("\nca = ")
 		b.WriteString(quote(h.CA))
 	}
-	b.WriteString("\n\n[host.")
-	b.WriteString(u)
-	b.WriteString("]\n  capabilities = [\"pull\", \"resolve\"]\n")
-	if h.CA != "" {
-		b.WriteString("  ca = ")
-		b.WriteString(quote(h.CA))
-		b.WriteString("\n")
-	}
-	b.WriteString("  [host.")
-	b.WriteString(u)
-	b.WriteString(".header]\n    Authorization = [")
-	b.WriteString(quote(h.Authorization))
-	b.WriteString("]\n")
+	writeHostTable(&b, u, "", h)
 	return []byte(b.String()), nil
 }
 
@@ -308,9 +296,18 @@ func renderMirror(h HostConfig) []byte {
 	b.WriteString(h.Mirror.Prefix)
 	b.WriteString(", then by the upstream itself.\nserver = ")
 	b.WriteString(quote(upstreamServer(h.Host)))
+	writeHostTable(&b, u, "  override_path = true\n", h)
+	return []byte(b.String())
+}
+
+// writeHostTable writes the [host."<u>"] table both forms share: pull and
+// resolve only, extra (already indented lines, or ""), h's CA if any, and
+// the Authorization header.
+func writeHostTable(b *strings.Builder, u, extra string, h HostConfig) {
 	b.WriteString("\n\n[host.")
 	b.WriteString(u)
-	b.WriteString("]\n  capabilities = [\"pull\", \"resolve\"]\n  override_path = true\n")
+	b.WriteString("]\n  capabilities = [\"pull\", \"resolve\"]\n")
+	b.WriteString(extra)
 	if h.CA != "" {
 		b.WriteString("  ca = ")
 		b.WriteString(quote(h.CA))
@@ -321,7 +318,6 @@ func renderMirror(h HostConfig) []byte {
 	b.WriteString(".header]\n    Authorization = [")
 	b.WriteString(quote(h.Authorization))
 	b.WriteString("]\n")
-	return []byte(b.String())
 }
 
 // quote returns s as a TOML basic string. Inputs are validated UTF-8; only
