@@ -151,9 +151,8 @@ func (d *daemon) Status() api.Status {
 		st.Registries = append(st.Registries, r)
 	}
 	for _, m := range cfg.Mirrors {
-		hc := mirrorConfig(m, "")
 		mr := api.Mirror{Upstream: m.Upstream, ECR: m.ECR.Name + "/" + m.Prefix, Endpoint: m.Endpoint,
-			URL: hc.URL() + "/v2/" + m.Prefix, File: d.writer.Path(m.Upstream), FileState: d.files[m.Upstream]}
+			URL: mirrorConfig(m, "").HostURL(), File: d.writer.Path(m.Upstream), FileState: d.files[m.Upstream]}
 		if mr.FileState == "" {
 			mr.FileState = filePending
 		}
