@@ -29,8 +29,9 @@ const PublicRegion = "us-east-1"
 // governs, and long SDK retries would hide throttling from it.
 const sdkRetryMaxAttempts = 2
 
-// NewECRFactory returns an Options.NewECR that builds one *ecr.Client per
-// service from base (credentials, HTTP client, endpoint overrides), caching it:
+// NewECRFactory returns an Options.NewECR that builds one client per service
+// (an *ecr.Client; ECR Public: see below) from base (credentials, HTTP
+// client, endpoint overrides), caching it:
 //   - Region is the service's region, never base's;
 //   - the FIPS API endpoint is used exactly for FIPS services, whatever
 //     AWS_USE_FIPS_ENDPOINT says, unless a custom endpoint is configured
