@@ -58,16 +58,23 @@ func upstreamServer(host string) string {
 	return "https://" + host
 }
 
-// mirrorPrefixRe is an OCI repository name (lower-case components joined
-// by '/'); it becomes part of a URL path containerd uses as written. It is
-// compiled on first use: package init runs in every exec of the binary,
-// the kubelet plugin's included.
-var mirrorPrefixRe = sync.OnceValue(func() *regexp.Regexp {
+// repositoryNameRe is an OCI repository name (lower-case components joined
+// by '/'). It is compiled on first use: package init runs in every exec of
+// the binary, the kubelet plugin's included.
+var repositoryNameRe = sync.OnceValue(func() *regexp.Regexp {
 	return regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
 })
 
-// URL is the server URL containerd is told to use: the endpoint (scheme and
-// host only) if set, else https://<Host>. Call Validate first.
+// IsRepositoryName reports whether s is an OCI repository name: lower-case
+// components joined by '/', each alphanumerics joined by '.', '_', '__' or
+// '-'. A mirror's prefix must be one; it becomes part of a URL path
+// containerd uses as written.
+func IsRepositoryName(s string) bool { return repositoryNameRe().MatchString(s) }
+
+// URL is the scheme and host containerd connects to: the endpoint's if set,
+// else https://<Host>, or https://<Mirror.ECRHost> for a mirror. It is also
+// server, except for a mirror, whose server is the upstream. Call Validate
+// first.
 func (h HostConfig) URL() string {
 	if h.Endpoint == "" {
 		if h.Mirror != nil {
@@ -80,6 +87,16 @@ func (h HostConfig) URL() string {
 		return h.Endpoint
 	}
 	return u.Scheme + "://" + u.Host
+}
+
+// HostURL is the URL of the [host."…"] table, the one containerd tries
+// first: URL(), and for a mirror the cache's path below it, /v2/<prefix>
+// (written with override_path). Call Validate first.
+func (h HostConfig) HostURL() string {
+	if h.Mirror != nil {
+		return h.URL() + "/v2/" + h.Mirror.Prefix
+	}
+	return h.URL()
 }
 
 // Validate checks every field; the error names the field and, for the
@@ -95,7 +112,7 @@ func (h HostConfig) Validate() error {
 		if m.ECRHost == h.Host {
 			return fmt.Errorf("mirror for %s: the ECR host is the upstream itself", h.Host)
 		}
-		if !mirrorPrefixRe().MatchString(m.Prefix) {
+		if !IsRepositoryName(m.Prefix) {
 			return fmt.Errorf("mirror for %s: repository prefix %q is not a repository name (lower-case a-z, 0-9, '.', '_', '-', components joined by '/')", h.Host, m.Prefix)
 		}
 	}
@@ -263,7 +280,7 @@ func Render(h HostConfig) ([]byte, error) {
 	if h.Mirror != nil {
 		return renderMirror(h), nil
 	}
-	u := quote(h.URL())
+	u := quote(h.HostURL())
 	var b strings.Builder
 	b.Grow(320 + len(h.Authorization) + len(h.CA))
 	b.WriteString(Marker)
@@ -275,19 +292,7 @@ func Render(h HostConfig) ([]byte, error) {
 		b.WriteString("\nca = ")
 		b.WriteString(quote(h.CA))
 	}
-	b.WriteString("\n\n[host.")
-	b.WriteString(u)
-	b.WriteString("]\n  capabilities = [\"pull\", \"resolve\"]\n")
-	if h.CA != "" {
-		b.WriteString("  ca = ")
-		b.WriteString(quote(h.CA))
-		b.WriteString("\n")
-	}
-	b.WriteString("  [host.")
-	b.WriteString(u)
-	b.WriteString(".header]\n    Authorization = [")
-	b.WriteString(quote(h.Authorization))
-	b.WriteString("]\n")
+	writeHostTable(&b, u, "", h)
 	return []byte(b.String()), nil
 }
 
@@ -296,7 +301,7 @@ func Render(h HostConfig) ([]byte, error) {
 // the host table names the cache's path with override_path, because
 // containerd would otherwise append a second /v2 to a host URL with a path.
 func renderMirror(h HostConfig) []byte {
-	u := quote(h.URL() + "/v2/" + h.Mirror.Prefix)
+	u := quote(h.HostURL())
 	var b strings.Builder
 	b.Grow(360 + len(h.Authorization) + len(h.CA))
 	b.WriteString(Marker)
@@ -308,9 +313,18 @@ func renderMirror(h HostConfig) []byte {
 	b.WriteString(h.Mirror.Prefix)
 	b.WriteString(", then by the upstream itself.\nserver = ")
 	b.WriteString(quote(upstreamServer(h.Host)))
+	writeHostTable(&b, u, "  override_path = true\n", h)
+	return []byte(b.String())
+}
+
+// writeHostTable writes the [host."<u>"] table both forms share: pull and
+// resolve only, extra (already indented lines, or ""), h's CA if any, and
+// the Authorization header.
+func writeHostTable(b *strings.Builder, u, extra string, h HostConfig) {
 	b.WriteString("\n\n[host.")
 	b.WriteString(u)
-	b.WriteString("]\n  capabilities = [\"pull\", \"resolve\"]\n  override_path = true\n")
+	b.WriteString("]\n  capabilities = [\"pull\", \"resolve\"]\n")
+	b.WriteString(extra)
 	if h.CA != "" {
 		b.WriteString("  ca = ")
 		b.WriteString(quote(h.CA))
@@ -321,7 +335,6 @@ func renderMirror(h HostConfig) []byte {
 	b.WriteString(".header]\n    Authorization = [")
 	b.WriteString(quote(h.Authorization))
 	b.WriteString("]\n")
-	return []byte(b.String())
 }
 
 // quote returns s as a TOML basic string. Inputs are validated UTF-8; only

@@ -468,7 +468,7 @@ func TestMirrorsWrittenRotatedAndRemoved(t *testing.T) {
 }
 
 // rotatingECR answers GetAuthorizationToken with the password stored in pw.
-func rotatingECR(t *testing.T, pw *atomic.Value) (*httptest.Server, *atomic.Int64) {
+func rotatingECR(t testing.TB, pw *atomic.Value) (*httptest.Server, *atomic.Int64) {
 	var n atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !strings.HasSuffix(r.Header.Get("X-Amz-Target"), ".GetAuthorizationToken") {

@@ -43,12 +43,7 @@ func tree(t *testing.T, root string) []string {
 // query) and POST (node and workload role).
 func TestLearnRefusesEscapingHosts(t *testing.T) {
 	const password = "ecr-PASSWORD-escape-test"
-	h := newHarness(t, "["+host1+"]")
-	h.extra = "learnRegistries: true\n"
-	h.writeConfig("[" + host1 + "]")
-	srv, calls := countingECR(t, password)
-	t.Setenv("AWS_ENDPOINT_URL_ECR", srv.URL)
-	h.start()
+	h, calls := startLearning(t, password)
 	h.waitStatus("ready with the configured file", func(st api.Status) bool {
 		return st.Ready && len(st.Registries) == 1 && st.Registries[0].FileState == fileWritten
 	})

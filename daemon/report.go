@@ -14,18 +14,20 @@ const noteIdle = "no registries configured: idle"
 
 // view is a consistent copy of what the reports are built from.
 type view struct {
-	cfgRegistries int
-	public        bool // publicECR
-	entries       []tokens.Entry
-	id            identity.Status
-	pipe          *pipeline
+	// idle: no registries and no mirrors, so no private ECR host to serve.
+	idle    bool
+	public  bool // publicECR
+	entries []tokens.Entry
+	id      identity.Status
+	pipe    *pipeline
 }
 
 func (d *daemon) view() view {
 	d.mu.Lock()
-	p, n, public := d.pipe, len(d.cfg.ECRHosts()), d.cfg.PublicECR
+	// Not len(ECRHosts()): this runs on every heartbeat, and only emptiness counts.
+	p, idle, public := d.pipe, len(d.cfg.Registries) == 0 && len(d.cfg.Mirrors) == 0, d.cfg.PublicECR
 	d.mu.Unlock()
-	v := view{cfgRegistries: n, public: public, pipe: p}
+	v := view{idle: idle, public: public, pipe: p}
 	if p != nil {
 		v.entries = p.agent.Snapshot()
 		v.id = p.source.Status()
@@ -73,12 +75,13 @@ func (v view) publicNote(now time.Time) string {
 }
 
 // stateLine is the systemd STATUS= line and the status API's state.
-func (d *daemon) stateLine() string {
-	v := d.view()
+func (d *daemon) stateLine() string { return d.view().stateLine() }
+
+func (v view) stateLine() string {
 	line := v.privateState()
 	if n := v.publicNote(time.Now()); n != "" {
 		line += "; " + n
-	} else if v.public && v.cfgRegistries == 0 {
+	} else if v.public && v.idle {
 		line = "serving ECR Public only (no registries configured)"
 	}
 	return line
@@ -86,7 +89,7 @@ func (d *daemon) stateLine() string {
 
 // privateState is the state of the configured (private) registries.
 func (v view) privateState() string {
-	if v.cfgRegistries == 0 {
+	if v.idle {
 		return "idle: no registries configured"
 	}
 	now := time.Now()
@@ -151,9 +154,8 @@ func (d *daemon) Status() api.Status {
 		st.Registries = append(st.Registries, r)
 	}
 	for _, m := range cfg.Mirrors {
-		hc := mirrorConfig(m, "")
 		mr := api.Mirror{Upstream: m.Upstream, ECR: m.ECR.Name + "/" + m.Prefix, Endpoint: m.Endpoint,
-			URL: hc.URL() + "/v2/" + m.Prefix, File: d.writer.Path(m.Upstream), FileState: d.files[m.Upstream]}
+			URL: mirrorConfig(m, "").HostURL(), File: d.writer.Path(m.Upstream), FileState: d.files[m.Upstream]}
 		if mr.FileState == "" {
 			mr.FileState = filePending
 		}
@@ -186,12 +188,12 @@ func (d *daemon) Status() api.Status {
 		st.Identity.STSEndpoint = v.pipe.stsEndpoint
 	}
 	st.Workloads = d.workloadStatus()
-	st.State = d.stateLine()
-	st.Ready = v.cfgRegistries == 0 || (v.pipe != nil && v.pipe.agent.Ready())
+	st.State = v.stateLine() // from the same snapshot as the rest
+	st.Ready = v.idle || (v.pipe != nil && v.pipe.agent.Ready())
 	if n := v.publicNote(now); n != "" {
 		st.Notes = append(st.Notes, n)
 	}
-	if v.cfgRegistries == 0 && !v.public {
+	if v.idle && !v.public {
 		st.Notes = append([]string{noteIdle}, st.Notes...)
 	}
 	return st

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -25,20 +24,22 @@ const (
 
 // countingECR is fakeECR that counts GetAuthorizationToken calls.
 func countingECR(t testing.TB, password string) (*httptest.Server, *atomic.Int64) {
-	var n atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !strings.HasSuffix(r.Header.Get("X-Amz-Target"), ".GetAuthorizationToken") {
-			http.Error(w, "unexpected", 400)
-			return
-		}
-		n.Add(1)
-		tok := base64.StdEncoding.EncodeToString([]byte("AWS:" + password))
-		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
-		fmt.Fprintf(w, `{"authorizationData":[{"authorizationToken":%q,"expiresAt":%d,"proxyEndpoint":"https://x"}]}`,
-			tok, time.Now().Add(12*time.Hour).Unix())
-	}))
-	t.Cleanup(srv.Close)
-	return srv, &n
+	var pw atomic.Value
+	pw.Store(password)
+	return rotatingECR(t, &pw)
+}
+
+// startLearning starts a daemon for host1 with learnRegistries on, its ECR
+// answering password; calls counts GetAuthorizationToken.
+func startLearning(t *testing.T, password string) (h *harness, calls *atomic.Int64) {
+	t.Helper()
+	h = newHarness(t, "["+host1+"]")
+	h.extra = "learnRegistries: true\n"
+	h.writeConfig("[" + host1 + "]")
+	srv, calls := countingECR(t, password)
+	t.Setenv("AWS_ENDPOINT_URL_ECR", srv.URL)
+	h.start()
+	return h, calls
 }
 
 func httpGet(t *testing.T, url string) (int, string) {
@@ -54,12 +55,7 @@ func httpGet(t *testing.T, url string) (int, string) {
 
 func TestSocketCredentialsAndMetrics(t *testing.T) {
 	const password = "ecr-PASSWORD-socket-test"
-	h := newHarness(t, "["+host1+"]")
-	h.extra = "learnRegistries: true\n"
-	h.writeConfig("[" + host1 + "]")
-	srv, calls := countingECR(t, password)
-	t.Setenv("AWS_ENDPOINT_URL_ECR", srv.URL)
-	h.start()
+	h, calls := startLearning(t, password)
 	st := h.waitStatus("ready", func(st api.Status) bool { return st.Ready && len(st.Registries) == 1 })
 	if st.MetricsAddress == "" {
 		t.Fatalf("no metrics address in status: %+v", st)

@@ -29,8 +29,9 @@ const PublicRegion = "us-east-1"
 // governs, and long SDK retries would hide throttling from it.
 const sdkRetryMaxAttempts = 2
 
-// NewECRFactory returns an Options.NewECR that builds one *ecr.Client per
-// service from base (credentials, HTTP client, endpoint overrides), caching it:
+// NewECRFactory returns an Options.NewECR that builds one client per service
+// (an *ecr.Client; ECR Public: see below) from base (credentials, HTTP
+// client, endpoint overrides), caching it:
 //   - Region is the service's region, never base's;
 //   - the FIPS API endpoint is used exactly for FIPS services, whatever
 //     AWS_USE_FIPS_ENDPOINT says, unless a custom endpoint is configured
@@ -76,14 +77,8 @@ func newPublicClient(base aws.Config, svc ecrhost.Service) *publicClient {
 	return &publicClient{c: ecrpublic.NewFromConfig(cfg, func(o *ecrpublic.Options) {
 		o.Region = PublicRegion
 		o.RetryMaxAttempts = sdkRetryMaxAttempts
-		o.EndpointOptions.UseFIPSEndpoint = aws.FIPSEndpointStateDisabled
-		if o.BaseEndpoint == nil || *o.BaseEndpoint == "" {
-			if svc.DualStack {
-				o.EndpointOptions.UseDualStackEndpoint = aws.DualStackEndpointStateEnabled
-				return
-			}
-		}
-		o.EndpointOptions.UseDualStackEndpoint = aws.DualStackEndpointStateDisabled
+		// ecr-public has no FIPS endpoint.
+		o.EndpointOptions.UseFIPSEndpoint, o.EndpointOptions.UseDualStackEndpoint = endpointStates(o.BaseEndpoint, false, svc.DualStack)
 	})}
 }
 
@@ -108,26 +103,28 @@ func newECRClient(base aws.Config, svc ecrhost.Service) *ecr.Client {
 	return ecr.NewFromConfig(cfg, func(o *ecr.Options) {
 		o.Region = svc.Region
 		o.RetryMaxAttempts = sdkRetryMaxAttempts
-		// NewFromConfig has resolved BaseEndpoint (from base.BaseEndpoint and
-		// the AWS_ENDPOINT_URL[_ECR] settings) before running this function.
-		if o.BaseEndpoint != nil && *o.BaseEndpoint != "" {
-			o.EndpointOptions.UseFIPSEndpoint = aws.FIPSEndpointStateDisabled
-			o.EndpointOptions.UseDualStackEndpoint = aws.DualStackEndpointStateDisabled
-			return
-		}
-		if svc.FIPS {
-			o.EndpointOptions.UseFIPSEndpoint = aws.FIPSEndpointStateEnabled
-		} else {
-			o.EndpointOptions.UseFIPSEndpoint = aws.FIPSEndpointStateDisabled
-		}
-		// A dkr-ecr host is how a node on an IPv6-only network reaches ECR:
-		// call the API there the same way.
-		if svc.DualStack {
-			o.EndpointOptions.UseDualStackEndpoint = aws.DualStackEndpointStateEnabled
-		} else {
-			o.EndpointOptions.UseDualStackEndpoint = aws.DualStackEndpointStateDisabled
-		}
+		o.EndpointOptions.UseFIPSEndpoint, o.EndpointOptions.UseDualStackEndpoint = endpointStates(o.BaseEndpoint, svc.FIPS, svc.DualStack)
 	})
+}
+
+// endpointStates is a client's FIPS and dual-stack settings: both off with a
+// custom endpoint, which is used as it is, else as the registry host says (a
+// dkr-ecr host is how a node on an IPv6-only network reaches ECR: call the
+// API there the same way). NewFromConfig has resolved baseEndpoint (from
+// base.BaseEndpoint and the AWS_ENDPOINT_URL[_<service>] settings) before it
+// runs the option functions that call this.
+func endpointStates(baseEndpoint *string, fips, dualStack bool) (aws.FIPSEndpointState, aws.DualStackEndpointState) {
+	f, d := aws.FIPSEndpointStateDisabled, aws.DualStackEndpointStateDisabled
+	if baseEndpoint != nil && *baseEndpoint != "" {
+		return f, d
+	}
+	if fips {
+		f = aws.FIPSEndpointStateEnabled
+	}
+	if dualStack {
+		d = aws.DualStackEndpointStateEnabled
+	}
+	return f, d
 }
 
 // Endpoint returns the URL a client built by NewECRFactory sends its calls to,

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/ecr-node-auth/ecr-node-auth/daemon/api"
 	"github.com/ecr-node-auth/ecr-node-auth/daemon/config"
 	"github.com/ecr-node-auth/ecr-node-auth/daemon/dockerhelper"
 )
@@ -24,7 +23,7 @@ func credentialHelperCmd(name string, args []string, stdin io.Reader, stdout, st
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfg := fs.String("config", config.DefaultPath, "config file (socket and, for a direct fetch, the identity)")
-	sock := fs.String("socket", "", "daemon socket (default $"+api.EnvSocket+", else the config's socket, else "+config.DefaultSocket+")")
+	sock := socketFlag(fs)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, dockerhelper.Usage)
 		fs.PrintDefaults()

@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"strings"
 
-	"github.com/ecr-node-auth/ecr-node-auth/daemon/api"
 	"github.com/ecr-node-auth/ecr-node-auth/daemon/config"
 	"github.com/ecr-node-auth/ecr-node-auth/daemon/doctor"
 )
@@ -17,10 +15,10 @@ func doctorCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfg := fs.String("config", config.DefaultPath, "config file")
-	sock := fs.String("socket", "", "daemon socket (default $"+api.EnvSocket+", else the config's socket, else "+config.DefaultSocket+")")
+	sock := socketFlag(fs)
 	criSock := fs.String("cri-socket", "", "containerd's CRI socket (default the containerd config's [grpc] address, else /run/containerd/containerd.sock)")
 	pull := fs.String("pull", "", "also pull IMAGE through CRI with no credentials in the request")
-	out := fs.String("o", "table", "output format: table or json")
+	out := outputFlag(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ecr-node-auth doctor [--config PATH] [--socket PATH] [--cri-socket PATH] [--pull IMAGE] [-o table|json]")
 		fs.PrintDefaults()
@@ -28,17 +26,12 @@ func doctorCmd(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
-	if *out != "table" && *out != "json" {
-		fmt.Fprintf(stderr, "ecr-node-auth doctor: -o %q: use table or json\n", *out)
-		fs.Usage()
+	if !validOutput(fs, *out, stderr) {
 		return 2
 	}
 	results := doctor.Run(context.Background(), doctor.Options{ConfigPath: *cfg, Socket: *sock, CRISocket: *criSock, PullImage: *pull})
 	if *out == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(results); err != nil {
-			fmt.Fprintf(stderr, "ecr-node-auth: %v\n", err)
+		if !writeJSON(stdout, stderr, results) {
 			return 1
 		}
 	} else {

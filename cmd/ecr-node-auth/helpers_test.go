@@ -146,25 +146,16 @@ func awsEnv(t *testing.T) *fakeaws.Fake {
 		t.Fatal(err)
 	}
 	t.Cleanup(f.Close)
-	clearAWSEnv(t)
-	for k, v := range f.Env() {
-		t.Setenv(k, v)
-	}
+	f.UseOnly(t)
+	t.Setenv(api.EnvSocket, "")
 	return f
 }
 
+// clearAWSEnv is fakeaws.ClearAWSEnv with the daemon socket variable cleared too.
 func clearAWSEnv(t *testing.T) {
 	t.Helper()
-	none := filepath.Join(t.TempDir(), "none")
-	t.Setenv("AWS_CONFIG_FILE", none)
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", none)
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	for _, k := range []string{"AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-		"AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ENDPOINT_URL",
-		"AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL_ECR", "AWS_EC2_METADATA_SERVICE_ENDPOINT",
-		"AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", api.EnvSocket} {
-		t.Setenv(k, "")
-	}
+	fakeaws.ClearAWSEnv(t)
+	t.Setenv(api.EnvSocket, "")
 }
 
 // nodeConfig writes a config with a web identity (roleNode, a token minted

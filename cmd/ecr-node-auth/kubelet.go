@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/ecr-node-auth/ecr-node-auth/daemon/api"
 	"github.com/ecr-node-auth/ecr-node-auth/daemon/config"
 	"github.com/ecr-node-auth/ecr-node-auth/daemon/kubeletplugin"
 )
@@ -22,7 +21,7 @@ func kubeletPluginCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) 
 	fs := flag.NewFlagSet("kubelet-plugin", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfg := fs.String("config", config.DefaultPath, "config file (socket and, for a direct fetch, the identity)")
-	sock := fs.String("socket", "", "daemon socket (default $"+api.EnvSocket+", else the config's socket, else "+config.DefaultSocket+")")
+	sock := socketFlag(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ecr-node-auth kubelet-plugin [--config PATH] [--socket PATH]  (run by the kubelet: request on stdin, response on stdout)")
 		fs.PrintDefaults()

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -18,8 +17,8 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfg := fs.String("config", config.DefaultPath, "config file (used to find the socket)")
-	sock := fs.String("socket", "", "daemon socket (default $"+api.EnvSocket+", else the config's socket, else "+config.DefaultSocket+")")
-	out := fs.String("o", "table", "output format: table or json")
+	sock := socketFlag(fs)
+	out := outputFlag(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ecr-node-auth status [--config PATH] [--socket PATH] [-o table|json]")
 		fs.PrintDefaults()
@@ -27,9 +26,7 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
-	if *out != "table" && *out != "json" {
-		fmt.Fprintf(stderr, "ecr-node-auth status: -o %q: use table or json\n", *out)
-		fs.Usage()
+	if !validOutput(fs, *out, stderr) {
 		return 2
 	}
 	path, _ := api.ResolveSocket(*sock, *cfg)
@@ -41,10 +38,7 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if *out == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(st); err != nil {
-			fmt.Fprintf(stderr, "ecr-node-auth: %v\n", err)
+		if !writeJSON(stdout, stderr, st) {
 			return 1
 		}
 		return 0

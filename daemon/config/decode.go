@@ -343,15 +343,8 @@ func checkUpstream(s string) error {
 	if s == "index.docker.io" || s == "registry-1.docker.io" {
 		return fmt.Errorf("%q: image references name Docker Hub as docker.io; write upstream: docker.io", s)
 	}
-	if err := cri.ValidateHost(s); err != nil {
-		return err
-	}
-	return nil
+	return cri.ValidateHost(s)
 }
-
-// repoPrefixRe is an OCI repository name: lower-case components separated
-// by '/', each alphanumerics joined by '.', '_', '__' or '-'.
-var repoPrefixRe = lazyRegexp(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
 
 // parseMirrorECR splits "<ECR host>/<prefix>".
 func parseMirrorECR(s string) (ecrhost.Host, string, error) {
@@ -372,7 +365,7 @@ func parseMirrorECR(s string) (ecrhost.Host, string, error) {
 		return ecrhost.Host{}, "", fmt.Errorf("%q has no repository prefix; add the cache rule's prefix, e.g. %s/docker-hub", s, h.Name)
 	case strings.HasPrefix(prefix, "v2/") || prefix == "v2":
 		return ecrhost.Host{}, "", fmt.Errorf("%q: leave out /v2; write <ECR host>/<repository prefix>, e.g. %s/docker-hub", s, h.Name)
-	case !repoPrefixRe().MatchString(prefix):
+	case !cri.IsRepositoryName(prefix):
 		return ecrhost.Host{}, "", fmt.Errorf("%q: repository prefix %q is not a valid repository name (lower-case letters, digits, '.', '_', '-', components separated by '/')", s, prefix)
 	}
 	return h, prefix, nil

@@ -28,17 +28,7 @@ func setup(t *testing.T) (*fakeaws.Fake, *config.Config) {
 	}
 	t.Cleanup(f.Close)
 	dir := t.TempDir()
-	none := filepath.Join(dir, "none")
-	t.Setenv("AWS_CONFIG_FILE", none)
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", none)
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	for _, k := range []string{"AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-		"AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ENDPOINT_URL"} {
-		t.Setenv(k, "")
-	}
-	for k, v := range f.Env() {
-		t.Setenv(k, v)
-	}
+	f.UseOnly(t)
 	tok := filepath.Join(dir, "token")
 	if err := os.WriteFile(tok, []byte(f.MintToken(fakeaws.TokenSpec{})), 0o600); err != nil {
 		t.Fatal(err)

@@ -213,11 +213,8 @@ func (r *run) checkECR(ctx context.Context) {
 			name += " (fips)"
 		}
 		for_ := strings.Join(hosts[s], ", ")
-		switch {
-		case s.Public:
-			r.skip("ecr public", "ECR Public is not supported yet ("+for_+")")
-			continue
-		case !r.credsOK:
+		// No ECR Public service here: the config refuses it under registries.
+		if !r.credsOK {
 			r.skip(name, "no AWS credentials (see above)")
 			continue
 		}

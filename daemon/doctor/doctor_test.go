@@ -46,17 +46,8 @@ func newNode(t *testing.T, opts fakeaws.Options) *node {
 	}
 	t.Cleanup(f.Close)
 	dir := t.TempDir()
-	none := filepath.Join(dir, "none")
-	t.Setenv("AWS_CONFIG_FILE", none)
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", none)
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	for _, k := range []string{"AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-		"AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ENDPOINT_URL", "ECR_NODE_AUTH_SOCKET"} {
-		t.Setenv(k, "")
-	}
-	for k, v := range f.Env() {
-		t.Setenv(k, v)
-	}
+	f.UseOnly(t)
+	t.Setenv("ECR_NODE_AUTH_SOCKET", "")
 	n := &node{t: t, fake: f, dir: dir,
 		tokenFile: filepath.Join(dir, "token"), certsDir: filepath.Join(dir, "certs.d"), ctrConfig: filepath.Join(dir, "containerd.toml"),
 		endpoint: "https://127.0.0.1:5443", roleARN: testRole, region: "us-east-1", audience: fakeaws.DefaultAudience, registries: []string{hostUSE1}}

@@ -86,7 +86,7 @@ func (d *demo) findContainerd() (harness.ContainerdBinary, string, string) {
 	if d.o.containerd != "" {
 		paths = []string{d.o.containerd}
 	} else {
-		root, _ := moduleRoot()
+		root, _ := harness.ModuleRoot()
 		paths = harness.DefaultContainerdPaths(root)
 	}
 	var errs []error
@@ -103,24 +103,6 @@ func (d *demo) findContainerd() (harness.ContainerdBinary, string, string) {
 	}
 	return harness.ContainerdBinary{}, fmt.Sprintf("no usable containerd (%v)", strings.ReplaceAll(errors.Join(errs...).Error(), "\n", "; ")),
 		"apt-get install containerd runc (or `make tools` for containerd v2, or pass -containerd PATH), then run `make demo` again"
-}
-
-// moduleRoot walks up from the working directory to go.mod.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("go.mod not found")
-		}
-		dir = parent
-	}
 }
 
 // ctr is a private containerd process (the e2e harness's config, without testing.TB).

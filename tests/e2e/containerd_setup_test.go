@@ -7,12 +7,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/ecr-node-auth/ecr-node-auth/tests/e2e/harness"
@@ -110,36 +107,21 @@ func setupAndPull(t *testing.T, bin harness.ContainerdBinary, style int) {
 	// The real containerd starts with the result and loads the CRI plugin.
 	c := startContainerdWithConfig(t, bin, dir, cfg)
 
-	fake, err := fakeaws.New(fakeaws.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(fake.Close)
-	fakesMu.Lock()
-	fakes = append(fakes, fake)
-	fakesMu.Unlock()
-	reg, err := fakeaws.NewRegistry(fake)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(reg.Close)
-	if _, err := reg.PushRandomImage(repo, tag); err != nil {
-		t.Fatal(err)
-	}
+	fake, reg, _ := newFakeAWS(t, fakeaws.Options{})
 	hf := harness.HostsFile{Endpoint: reg.URL(), CA: reg.CAFile(), Password: fake.IssueECRToken(region)}
 	if err := harness.WriteHostsFile(certsDir, ecrHost, hf); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if _, err := c.images.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: imageRef}}); err != nil {
-		t.Fatalf("pull %s through %s/%s after setup-containerd: %v (denied=%v)\n%s", imageRef, certsDir, ecrHost, err, harness.IsDenied(err), harness.TailFile(c.log, 20))
+	if _, err := c.Images.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: imageRef}}); err != nil {
+		t.Fatalf("pull %s through %s/%s after setup-containerd: %v (denied=%v)\n%s", imageRef, certsDir, ecrHost, err, harness.IsDenied(err), harness.TailFile(c.LogFile, 20))
 	}
-	st, err := c.images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: imageRef}})
+	st, err := c.Images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: imageRef}})
 	if err != nil || st.GetImage() == nil {
 		t.Fatalf("image status after pull: %v", err)
 	}
-	logb, _ := os.ReadFile(c.log)
+	logb, _ := os.ReadFile(c.LogFile)
 	if !bytes.Contains(logb, []byte("loading host directory")) || !bytes.Contains(logb, []byte(certsDir)) {
 		t.Errorf("containerd's log does not show it reading %s", certsDir)
 	}
@@ -154,68 +136,15 @@ func setupAndPull(t *testing.T, bin harness.ContainerdBinary, style int) {
 	}
 }
 
-type cfgContainerd struct {
-	images runtimeapi.ImageServiceClient
-	log    string
-}
-
 // startContainerdWithConfig starts bin with a given config file (the
 // harness's StartContainerd writes its own) and waits for CRI to answer.
-func startContainerdWithConfig(t *testing.T, bin harness.ContainerdBinary, dir, cfg string) *cfgContainerd {
+func startContainerdWithConfig(t *testing.T, bin harness.ContainerdBinary, dir, cfg string) *harness.Containerd {
 	t.Helper()
-	sock := filepath.Join(dir, "c.sock")
-	logPath := filepath.Join(dir, "containerd.log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
+	c, lastErr := harness.StartContainerdConfig(t, bin, dir, cfg, func(err error) bool { return err == nil })
+	if !c.Alive() || lastErr != nil {
+		t.Fatalf("containerd %s with %s: CRI not ready (exited=%v): %v\n%s", bin.Version, cfg, !c.Alive(), lastErr, harness.TailFile(c.LogFile, 30))
 	}
-	cmd := exec.Command(bin.Path, "--log-level", "debug", "--config", cfg)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); logf.Close(); close(done) }()
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		if t.Failed() {
-			t.Logf("containerd log tail:\n%s", harness.TailFile(logPath, 30))
-		}
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		harness.UnmountUnder(dir)
-		_ = harness.RecordFile(t.Name()+"/containerd-"+bin.Version+".log", logPath)
-	})
-	rt := runtimeapi.NewRuntimeServiceClient(conn)
-	var lastErr error
-	exited := false
-	ready := harness.WaitFor(30*time.Second, 100*time.Millisecond, func() bool {
-		select {
-		case <-done:
-			exited = true
-			return true
-		default:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_, lastErr = rt.Version(ctx, &runtimeapi.VersionRequest{})
-		return lastErr == nil
-	})
-	if exited || !ready {
-		t.Fatalf("containerd %s with %s: CRI not ready (exited=%v): %v\n%s", bin.Version, cfg, exited, lastErr, harness.TailFile(logPath, 30))
-	}
-	return &cfgContainerd{images: runtimeapi.NewImageServiceClient(conn), log: logPath}
+	return c
 }
 
 // TestSetupContainerdRefusesInlineMirrors: case 18 on the real binaries:

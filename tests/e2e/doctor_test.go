@@ -1,21 +1,16 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	grpcstatus "google.golang.org/grpc/status"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/ecr-node-auth/ecr-node-auth/tests/e2e/harness"
 	"github.com/ecr-node-auth/ecr-node-auth/tests/fakeaws"
@@ -306,57 +301,12 @@ func startContainerdNoCRI(t *testing.T, bin harness.ContainerdBinary, dir, cfg s
 			t.Fatal(err)
 		}
 	}
-	logPath := filepath.Join(dir, "containerd.log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin.Path, "--log-level", "debug", "--config", cfg)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
-	conn, err := grpc.NewClient("unix://"+filepath.Join(dir, "c.sock"), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		if t.Failed() {
-			t.Logf("containerd log tail:\n%s", harness.TailFile(logPath, 30))
-		}
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		harness.UnmountUnder(dir)
-		_ = harness.RecordFile(t.Name()+"/containerd-"+bin.Version+".log", logPath)
-	})
-	rt := runtimeapi.NewRuntimeServiceClient(conn)
-	var lastErr error
-	exited := false
-	harness.WaitFor(30*time.Second, 100*time.Millisecond, func() bool {
-		select {
-		case <-done:
-			exited = true
-			return true
-		default:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_, lastErr = rt.Version(ctx, &runtimeapi.VersionRequest{})
-		return lastErr == nil || grpcstatus.Code(lastErr) == codes.Unimplemented
+	c, lastErr := harness.StartContainerdConfig(t, bin, dir, cfg, func(err error) bool {
+		return err == nil || grpcstatus.Code(err) == codes.Unimplemented
 	})
 	switch {
-	case exited:
-		t.Fatalf("containerd %s exited with %s:\n%s", bin.Version, cfg, harness.TailFile(logPath, 30))
+	case !c.Alive():
+		t.Fatalf("containerd %s exited with %s:\n%s", bin.Version, cfg, harness.TailFile(c.LogFile, 30))
 	case lastErr == nil:
 		t.Fatalf("containerd %s loaded its CRI plugin with config_path beside inline mirrors", bin.Version)
 	case grpcstatus.Code(lastErr) != codes.Unimplemented:

@@ -121,13 +121,10 @@ type world struct {
 	daemon   *harness.Daemon // the last one newDaemon made
 }
 
-func newWorld(t *testing.T, bin harness.ContainerdBinary, opts fakeaws.Options) *world {
-	t.Helper()
-	return newWorldWith(t, bin, opts, harness.ContainerdOptions{})
-}
-
-// newWorldWith is newWorld with containerd options.
-func newWorldWith(t *testing.T, bin harness.ContainerdBinary, opts fakeaws.Options, copts harness.ContainerdOptions) *world {
+// newFakeAWS starts a fake AWS (its secrets checked by the post-run hygiene check)
+// and a fake registry holding repo:tag, both closed at cleanup; digest is the
+// image's manifest digest.
+func newFakeAWS(t *testing.T, opts fakeaws.Options) (fake *fakeaws.Fake, reg *fakeaws.Registry, digest string) {
 	t.Helper()
 	fake, err := fakeaws.New(opts)
 	if err != nil {
@@ -137,14 +134,27 @@ func newWorldWith(t *testing.T, bin harness.ContainerdBinary, opts fakeaws.Optio
 	fakesMu.Lock()
 	fakes = append(fakes, fake)
 	fakesMu.Unlock()
-	reg, err := fakeaws.NewRegistry(fake)
+	reg, err = fakeaws.NewRegistry(fake)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(reg.Close)
-	if _, err := reg.PushRandomImage(repo, tag); err != nil {
+	digest, err = reg.PushRandomImage(repo, tag)
+	if err != nil {
 		t.Fatal(err)
 	}
+	return fake, reg, digest
+}
+
+func newWorld(t *testing.T, bin harness.ContainerdBinary, opts fakeaws.Options) *world {
+	t.Helper()
+	return newWorldWith(t, bin, opts, harness.ContainerdOptions{})
+}
+
+// newWorldWith is newWorld with containerd options.
+func newWorldWith(t *testing.T, bin harness.ContainerdBinary, opts fakeaws.Options, copts harness.ContainerdOptions) *world {
+	t.Helper()
+	fake, reg, _ := newFakeAWS(t, opts)
 	dir := harness.TempDir(t)
 	certsDir := filepath.Join(dir, "certs.d")
 	w := &world{t: t, fake: fake, reg: reg, dir: dir, certsDir: certsDir}

@@ -92,7 +92,7 @@ func TestImage(t *testing.T) {
 		if err := w.ctr.FreshPull(ref); !harness.IsDenied(err) {
 			t.Fatalf("pull before the daemon: %v, want denied", err)
 		}
-		d := newImageDaemon(w)
+		d, _ := w.newDaemon(w.fake.MintToken(fakeaws.TokenSpec{}))
 		d.Start()
 		pw := w.waitHosts(30*time.Second, nil)
 		start := time.Now()
@@ -135,37 +135,6 @@ func TestImage(t *testing.T) {
 			t.Errorf("registry requests with the daemon's token: index %v, binary layer %v", sawIndex, sawLayer)
 		}
 	})
-}
-
-// newImageDaemon is world.newDaemon with the metrics listener off: this test runs one
-// daemon per containerd in parallel, and they would share the default 127.0.0.1:9469.
-func newImageDaemon(w *world) *harness.Daemon {
-	w.t.Helper()
-	needDaemon(w.t)
-	ddir := filepath.Join(w.dir, "daemon")
-	if err := os.MkdirAll(ddir, 0o700); err != nil {
-		w.t.Fatal(err)
-	}
-	td, err := harness.NewTokenDir(filepath.Join(ddir, "sa-token"), w.fake.MintToken(fakeaws.TokenSpec{}))
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	off := ""
-	cfg := harness.DaemonConfig{
-		RoleArn:          fakeaws.DefaultRoleARN,
-		Region:           region,
-		Registries:       []harness.Registry{{Host: ecrHost, Endpoint: w.reg.URL(), CA: w.reg.CAFile()}},
-		TokenFile:        td.Path(),
-		Audience:         fakeaws.DefaultAudience,
-		CertsDir:         w.certsDir,
-		ContainerdConfig: w.ctr.ConfigFile,
-		Socket:           filepath.Join(ddir, "auth.sock"),
-		MetricsAddress:   &off,
-	}
-	env := w.fake.Env()
-	env["AWS_REGION"] = region
-	w.daemon = harness.NewDaemon(w.t, daemonBin, ddir, cfg, env)
-	return w.daemon
 }
 
 // imageLayout returns the OCI layout to test and the version its binary reports ("" if

@@ -54,23 +54,7 @@ func newClientWorld(t *testing.T) *clientWorld {
 	t.Helper()
 	requirePrereqs(t)
 	needDaemon(t)
-	fake, err := fakeaws.New(fakeaws.Options{AllowedRoleARNs: []string{fakeaws.DefaultRoleARN, roleTeamA, roleTeamB}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(fake.Close)
-	fakesMu.Lock()
-	fakes = append(fakes, fake)
-	fakesMu.Unlock()
-	reg, err := fakeaws.NewRegistry(fake)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(reg.Close)
-	digest, err := reg.PushRandomImage(repo, tag)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fake, reg, digest := newFakeAWS(t, fakeaws.Options{AllowedRoleARNs: []string{fakeaws.DefaultRoleARN, roleTeamA, roleTeamB}})
 	dir := harness.TempDir(t)
 	ddir := filepath.Join(dir, "daemon")
 	if err := os.MkdirAll(ddir, 0o700); err != nil {

@@ -78,30 +78,11 @@ func TestMirror(t *testing.T) {
 // newMirrorDaemon: no registries, one mirror of docker.io on the fake registry.
 func newMirrorDaemon(w *world) *harness.Daemon {
 	w.t.Helper()
-	needDaemon(w.t)
-	ddir := filepath.Join(w.dir, "daemon")
-	if err := os.MkdirAll(ddir, 0o700); err != nil {
-		w.t.Fatal(err)
-	}
-	td, err := harness.NewTokenDir(filepath.Join(ddir, "sa-token"), w.fake.MintToken(fakeaws.TokenSpec{}))
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	cfg := harness.DaemonConfig{
-		RoleArn:          fakeaws.DefaultRoleARN,
-		Region:           region,
-		Mirrors:          []harness.Mirror{{Upstream: mirrorUpstream, ECR: ecrHost + "/" + mirrorPrefix, Endpoint: w.reg.URL(), CA: w.reg.CAFile()}},
-		TokenFile:        td.Path(),
-		Audience:         fakeaws.DefaultAudience,
-		CertsDir:         w.certsDir,
-		ContainerdConfig: w.ctr.ConfigFile,
-		Socket:           filepath.Join(ddir, "auth.sock"),
-		MetricsAddress:   &noMetrics,
-	}
-	env := w.fake.Env()
-	env["AWS_REGION"] = region
-	w.daemon = harness.NewDaemon(w.t, daemonBin, ddir, cfg, env)
-	return w.daemon
+	d, _ := w.newDaemonWith(w.fake.MintToken(fakeaws.TokenSpec{}), func(c *harness.DaemonConfig) {
+		c.Registries = nil
+		c.Mirrors = []harness.Mirror{{Upstream: mirrorUpstream, ECR: ecrHost + "/" + mirrorPrefix, Endpoint: w.reg.URL(), CA: w.reg.CAFile()}}
+	}, nil)
+	return d
 }
 
 // waitMirrorHosts waits for certs.d/docker.io/hosts.toml as containerd's loader reads

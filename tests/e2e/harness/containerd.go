@@ -205,22 +205,52 @@ func StartContainerdWith(t testing.TB, bin ContainerdBinary, certsDir string, op
 	if err := os.MkdirAll(certsDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	c := &Containerd{
-		Bin:        bin,
-		Dir:        dir,
-		CertsDir:   certsDir,
-		ConfigFile: filepath.Join(dir, "config.toml"),
-		Socket:     filepath.Join(dir, "c.sock"),
-		LogFile:    filepath.Join(dir, "containerd.log"),
-		done:       make(chan struct{}),
-		t:          t,
-	}
+	cfgPath := filepath.Join(dir, "config.toml")
 	cfg := ConfigTOML(bin.Major, dir, certsDir)
 	if opts.SandboxImage != "" {
 		cfg = WithSandboxImage(bin.Major, cfg, opts.SandboxImage)
 	}
-	if err := os.WriteFile(c.ConfigFile, []byte(cfg), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
+	}
+	start := time.Now()
+	c := launchContainerd(t, bin, dir, cfgPath)
+	c.CertsDir = certsDir
+	lastErr := c.waitCRI(func(err error) bool { return err == nil })
+	if !c.Alive() {
+		t.Fatalf("containerd %s exited during start: %v\n%s", bin.Version, c.waitErr, TailFile(c.LogFile, 30))
+	}
+	if lastErr != nil {
+		t.Fatalf("containerd %s: CRI not ready after 30s: %v\n%s", bin.Version, lastErr, TailFile(c.LogFile, 30))
+	}
+	t.Logf("containerd %s (pid %d) CRI ready in %v; socket %s, config_path %s",
+		bin.Version, c.PID(), time.Since(start).Round(time.Millisecond), c.Socket, certsDir)
+	return c
+}
+
+// StartContainerdConfig starts bin with cfg, a config file the caller wrote whose
+// private dirs and socket (c.sock) are under dir; it is stopped at cleanup as
+// StartContainerd's is. It waits, at most 30s, until containerd exits or
+// RuntimeService.Version answers with an error up accepts (nil: CRI is ready), and
+// returns the last answer; what that means for the test is the caller's to judge.
+func StartContainerdConfig(t testing.TB, bin ContainerdBinary, dir, cfg string, up func(error) bool) (*Containerd, error) {
+	t.Helper()
+	c := launchContainerd(t, bin, dir, cfg)
+	return c, c.waitCRI(up)
+}
+
+// launchContainerd starts bin --config cfg (socket dir/c.sock, log in dir), stops it
+// at test cleanup (printing its log tail if the test failed) and dials its socket.
+func launchContainerd(t testing.TB, bin ContainerdBinary, dir, cfg string) *Containerd {
+	t.Helper()
+	c := &Containerd{
+		Bin:        bin,
+		Dir:        dir,
+		ConfigFile: cfg,
+		Socket:     filepath.Join(dir, "c.sock"),
+		LogFile:    filepath.Join(dir, "containerd.log"),
+		done:       make(chan struct{}),
+		t:          t,
 	}
 	logf, err := os.Create(c.LogFile)
 	if err != nil {
@@ -230,7 +260,6 @@ func StartContainerdWith(t testing.TB, bin ContainerdBinary, certsDir string, op
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
 	// Own process group: a Ctrl-C on `go test` reaches the test, which stops containerd.
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	start := time.Now()
 	if err := c.cmd.Start(); err != nil {
 		logf.Close()
 		t.Fatalf("starting %s: %v", bin.Path, err)
@@ -257,12 +286,17 @@ func StartContainerdWith(t testing.TB, bin ContainerdBinary, certsDir string, op
 	c.conn = conn
 	c.Images = runtimeapi.NewImageServiceClient(conn)
 	c.Runtime = runtimeapi.NewRuntimeServiceClient(conn)
+	return c
+}
+
+// waitCRI asks RuntimeService.Version every 100ms, for at most 30s, until up accepts
+// the answer or containerd exits, and returns the last answer (the socket's stat
+// error while it does not exist yet).
+func (c *Containerd) waitCRI(up func(error) bool) error {
 	var lastErr error
-	ready := WaitFor(30*time.Second, 100*time.Millisecond, func() bool {
-		select {
-		case <-c.done:
+	WaitFor(30*time.Second, 100*time.Millisecond, func() bool {
+		if !c.Alive() {
 			return true
-		default:
 		}
 		if _, err := os.Stat(c.Socket); err != nil {
 			lastErr = err
@@ -271,17 +305,9 @@ func StartContainerdWith(t testing.TB, bin ContainerdBinary, certsDir string, op
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_, lastErr = c.Runtime.Version(ctx, &runtimeapi.VersionRequest{})
-		return lastErr == nil
+		return up(lastErr)
 	})
-	if !c.Alive() {
-		t.Fatalf("containerd %s exited during start: %v\n%s", bin.Version, c.waitErr, TailFile(c.LogFile, 30))
-	}
-	if !ready {
-		t.Fatalf("containerd %s: CRI not ready after 30s: %v\n%s", bin.Version, lastErr, TailFile(c.LogFile, 30))
-	}
-	t.Logf("containerd %s (pid %d) CRI ready in %v; socket %s, config_path %s",
-		bin.Version, c.PID(), time.Since(start).Round(time.Millisecond), c.Socket, certsDir)
-	return c
+	return lastErr
 }
 
 // PID is containerd's process id.
