@@ -146,7 +146,7 @@ func TestUnitContract(t *testing.T) {
 		"Service.NoNewPrivileges":         "yes",
 		"Service.CapabilityBoundingSet":   "CAP_CHOWN",
 		"Service.RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
-		"Service.SystemCallFilter":        "@system-service|~@privileged @resources",
+		"Service.SystemCallFilter":        "@system-service|~@privileged @resources|@chown",
 		"Service.ExecStart":               "/usr/bin/ecr-node-auth run --config /etc/ecr-node-auth/config.yaml",
 		"Install.WantedBy":                "multi-user.target",
 	}
@@ -201,4 +201,78 @@ func parseUnit(t *testing.T, path string) map[string]string {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// TestSyscallFilter computes the unit's effective system-call allow list the way
+// systemd merges SystemCallFilter= lines (the first line's kind sets the default; a
+// later line adds to or, with ~, removes from the set), with the groups expanded by
+// `systemd-analyze syscall-filter`, and checks what the daemon needs and what it must
+// not have: fchownat sets the socket's group for socketGroup (@privileged holds @chown).
+func TestSyscallFilter(t *testing.T) {
+	bin := systemdAnalyze(t)
+	allowed := map[string]bool{}
+	first := true
+	for _, line := range unitLines(t, "SystemCallFilter=") {
+		deny := strings.HasPrefix(line, "~")
+		if first && deny {
+			t.Fatalf("SystemCallFilter starts with a deny list (%q): the unit relies on an allow list", line)
+		}
+		first = false
+		for _, item := range strings.Fields(strings.TrimPrefix(line, "~")) {
+			for _, call := range expandSyscalls(t, bin, item, map[string]bool{}) {
+				allowed[call] = !deny
+			}
+		}
+	}
+	for _, call := range []string{"fchownat", "fchown", "openat", "connect", "bind", "renameat", "fsync"} {
+		if !allowed[call] {
+			t.Errorf("%s is not allowed: the daemon needs it", call)
+		}
+	}
+	for _, call := range []string{"reboot", "init_module", "setrlimit", "mount", "ptrace"} {
+		if allowed[call] {
+			t.Errorf("%s is allowed: the unit must not grant it", call)
+		}
+	}
+}
+
+// unitLines returns the values of the unit's lines starting with prefix, in order.
+func unitLines(t *testing.T, prefix string) []string {
+	t.Helper()
+	b, err := os.ReadFile(unitName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), prefix); ok {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// expandSyscalls expands a system call or an @group (recursively) into system calls.
+func expandSyscalls(t *testing.T, bin, item string, seen map[string]bool) []string {
+	t.Helper()
+	if !strings.HasPrefix(item, "@") {
+		return []string{item}
+	}
+	if seen[item] {
+		return nil
+	}
+	seen[item] = true
+	out, err := exec.Command(bin, "syscall-filter", item).Output()
+	if err != nil {
+		t.Fatalf("systemd-analyze syscall-filter %s: %v", item, err)
+	}
+	var calls []string
+	for _, l := range strings.Split(string(out), "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || l == item || strings.HasPrefix(l, "#") {
+			continue
+		}
+		calls = append(calls, expandSyscalls(t, bin, l, seen)...)
+	}
+	return calls
 }
