@@ -116,7 +116,7 @@ image: binaries
 	  -ca /etc/ssl/certs/ca-certificates.crt -version '$(VERSION)' -commit '$(COMMIT)' -out $(DIST)/image
 
 # ---- faults and resilience (issue 6) ----------------------------------------
-# The fault matrix: the real daemon against the fake AWS, one fault per row (about 7 min,
+# The fault matrix: the real daemon against the fake AWS, one fault per row (about 5 min,
 # the faults in parallel). FAULTS=name,name runs some only.
 FAULTS_LOG ?= $(CURDIR)/.cache/faults.log
 .PHONY: faults
