@@ -270,7 +270,7 @@ func fillCertsDir(w *world) {
 	}
 }
 
-// envRun turns the matrix on: it starts ~30 daemons for up to 6 minutes, so `go test
+// envRun turns the matrix on: it starts ~30 daemons for about 5 minutes, so `go test
 // ./...` leaves it to `make faults` (which .ci/run calls).
 const envRun = "ECR_NODE_AUTH_FAULTS"
 
