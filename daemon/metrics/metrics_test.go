@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -113,5 +114,26 @@ func TestObserveRequestAllocs(t *testing.T) {
 	m := New(fakeSource{})
 	if n := testing.AllocsPerRun(1000, func() { m.ObserveRequest("/v1/credentials", 200, time.Microsecond) }); n != 0 {
 		t.Errorf("%v allocs per request", n)
+	}
+}
+
+func TestLoopback(t *testing.T) {
+	for _, tt := range []struct {
+		addr string
+		want bool
+	}{
+		{"127.0.0.1:9469", true},
+		{"[::1]:9469", true},
+		{"0.0.0.0:9469", false},
+		{"[::]:9469", false},
+		{"10.1.2.3:9469", false},
+	} {
+		a, err := net.ResolveTCPAddr("tcp", tt.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := Loopback(a); got != tt.want {
+			t.Errorf("Loopback(%s) = %v, want %v", tt.addr, got, tt.want)
+		}
 	}
 }

@@ -35,6 +35,10 @@ func Listen(addr string, m *Metrics, p Probes, log *zap.Logger) (*Server, error)
 	if err != nil {
 		return nil, fmt.Errorf("metricsAddress %s: %w (set another metricsAddress, or \"\" to turn the metrics server off)", addr, err)
 	}
+	if !Loopback(ln.Addr()) {
+		log.Warn("the metrics server listens beyond loopback: /healthz, /readyz and /metrics have no authentication; set metricsAddress to 127.0.0.1:PORT unless a scraper elsewhere needs it",
+			zap.String("address", ln.Addr().String()))
+	}
 	s := &Server{ln: ln, done: make(chan struct{})}
 	s.srv = &http.Server{
 		Handler:           Handler(m, p),
@@ -52,6 +56,13 @@ func Listen(addr string, m *Metrics, p Probes, log *zap.Logger) (*Server, error)
 		}
 	}()
 	return s, nil
+}
+
+// Loopback reports whether a listener's address is a loopback one (0.0.0.0 and
+// [::] are every interface).
+func Loopback(a net.Addr) bool {
+	t, ok := a.(*net.TCPAddr)
+	return ok && t.IP.IsLoopback()
 }
 
 // Addr is the address the server listens on.
