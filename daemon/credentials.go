@@ -13,13 +13,8 @@ import (
 	"github.com/ecr-node-auth/ecr-node-auth/tokens/ecrhost"
 )
 
-// Service-account annotations that name the role of a pod's pulls, in order
-// of precedence (KEP-4412 mode).
-var roleAnnotations = []string{
-	"eks.amazonaws.com/ecr-role-arn",
-	"eks.amazonaws.com/role-arn",
-	"ecr-node-auth.io/role-arn",
-}
+// roleAnnotations name the role of a pod's pulls (see api.RoleAnnotations).
+var roleAnnotations = api.RoleAnnotations()
 
 // Credentials answers GET /v1/credentials with the node's identity. A
 // configured (or already on-demand) host with a usable token is a lock-free

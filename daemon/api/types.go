@@ -22,6 +22,18 @@ const (
 	PathRegistries  = "/v1/registries"
 )
 
+// RoleAnnotations are the service-account annotations that name the role of a
+// pod's pulls, in order of precedence (KEP-4412 mode). The daemon, the kubelet
+// plugin's direct-fetch fallback and print-kubelet-config all use this one list,
+// so the kubelet passes exactly the annotations the daemon honours.
+func RoleAnnotations() []string {
+	return []string{
+		"eks.amazonaws.com/ecr-role-arn",
+		"eks.amazonaws.com/role-arn",
+		"ecr-node-auth.io/role-arn",
+	}
+}
+
 // Sources of a credential (Credentials.Source).
 const (
 	SourceConfigured = "configured" // a registry in the config (node identity)
