@@ -270,7 +270,14 @@ var lookupGroup = func(s string) (int, error) {
 func checkHostPort(s string) error {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		return fmt.Errorf("%q is not host:port (e.g. 127.0.0.1:9469, [::1]:9469, :9469): %v", s, errors.Unwrap(err))
+		// SplitHostPort's *net.AddrError repeats the address and wraps
+		// nothing: keep only its reason.
+		reason := err.Error()
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			reason = ae.Err
+		}
+		return fmt.Errorf("%q is not host:port (e.g. 127.0.0.1:9469, [::1]:9469, :9469): %s", s, reason)
 	}
 	n, err := strconv.Atoi(port)
 	if err != nil || n < 0 || n > 65535 {

@@ -15,6 +15,9 @@ import (
 type decoder struct {
 	name string
 	errs []error
+	// publicLine is the line of publicECR: true (0 when not set), for the
+	// mirror check that needs it.
+	publicLine int
 }
 
 func (d *decoder) errf(n *yaml.Node, format string, args ...any) {
@@ -71,7 +74,12 @@ func (d *decoder) decode(data []byte, c *Config) {
 			c.SocketGID = gid
 		},
 		"learnRegistries": d.boolean("learnRegistries", &c.LearnRegistries),
-		"publicECR":       d.boolean("publicECR", &c.PublicECR),
+		"publicECR": func(n *yaml.Node) {
+			d.boolean("publicECR", &c.PublicECR)(n)
+			if c.PublicECR {
+				d.publicLine = n.Line
+			}
+		},
 		"metricsAddress": func(n *yaml.Node) {
 			if n.Kind == yaml.ScalarNode && n.Tag == "!!str" && n.Value == "" {
 				c.MetricsAddress = "" // an explicit "" turns the server off
@@ -372,7 +380,8 @@ func parseMirrorECR(s string) (ecrhost.Host, string, error) {
 }
 
 // checkMirrors refuses a mirror whose upstream is also a configured
-// registry: both would need the same certs.d/<host>/hosts.toml.
+// registry, or public.ecr.aws with publicECR: both would need the same
+// certs.d/<host>/hosts.toml.
 func (d *decoder) checkMirrors(c *Config) {
 	regs := map[string]int{}
 	for _, r := range c.Registries {
@@ -382,6 +391,10 @@ func (d *decoder) checkMirrors(c *Config) {
 		if line, ok := regs[m.Upstream]; ok {
 			d.errs = append(d.errs, fmt.Errorf("%s:%d: mirrors[%d]: upstream %s is also in registries (line %d); one hosts.toml per host, so remove one of them",
 				d.name, m.Line, i, m.Upstream, line))
+		}
+		if c.PublicECR && m.Upstream == ecrhost.PublicHost {
+			d.errs = append(d.errs, fmt.Errorf("%s:%d: mirrors[%d]: upstream %s is also served by publicECR: true (line %d); one hosts.toml per host, so remove the mirror or set publicECR: false",
+				d.name, m.Line, i, m.Upstream, d.publicLine))
 		}
 	}
 }
