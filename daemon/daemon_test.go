@@ -195,7 +195,7 @@ func TestStartFailsOnBadConfig(t *testing.T) {
 	offlineAWS(t)
 	dir := t.TempDir()
 	err := Run(context.Background(), filepath.Join(dir, "missing.yaml"))
-	if err == nil || !strings.Contains(err.Error(), "not found; create it (see packaging default) or pass --config") {
+	if err == nil || !strings.Contains(err.Error(), "not found: create it (the packages install a default at /etc/ecr-node-auth/config.yaml) or pass --config") {
 		t.Errorf("missing config: %v", err)
 	}
 	bad := filepath.Join(dir, "bad.yaml")

@@ -172,11 +172,24 @@ func Default() *Config {
 // ErrNotFound is wrapped by Load's error when the file does not exist.
 var ErrNotFound = errors.New("config file not found")
 
+// notFoundError is Load's one-sentence error for a missing file; it is
+// ErrNotFound for errors.Is.
+type notFoundError struct{ path string }
+
+func (e notFoundError) Error() string {
+	if e.path == DefaultPath {
+		return fmt.Sprintf("config file %s not found: install the deb/rpm (which ships it) or create it, or pass --config PATH", e.path)
+	}
+	return fmt.Sprintf("config file %s not found: create it (the packages install a default at %s) or pass --config with an existing file", e.path, DefaultPath)
+}
+
+func (e notFoundError) Is(target error) bool { return target == ErrNotFound }
+
 // Load reads and validates the config file at path.
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("config file %s not found; create it (see packaging default) or pass --config: %w", path, ErrNotFound)
+		return nil, notFoundError{path}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)

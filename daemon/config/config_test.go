@@ -358,8 +358,12 @@ func TestLoad(t *testing.T) {
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "config.yaml")
 	_, err := Load(missing)
-	if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "config file "+missing+" not found; create it (see packaging default) or pass --config") {
-		t.Errorf("missing file: %v", err)
+	want := "config file " + missing + " not found: create it (the packages install a default at /etc/ecr-node-auth/config.yaml) or pass --config with an existing file"
+	if !errors.Is(err, ErrNotFound) || err.Error() != want {
+		t.Errorf("missing file: %v\nwant %s", err, want)
+	}
+	if msg := (notFoundError{DefaultPath}).Error(); strings.Count(msg, DefaultPath) != 1 || !strings.Contains(msg, "--config PATH") {
+		t.Errorf("missing default file: %s", msg)
 	}
 	if err := os.WriteFile(missing, []byte("registries: []\n"), 0o600); err != nil {
 		t.Fatal(err)
