@@ -239,7 +239,7 @@ func (d *decoder) registry(n *yaml.Node, path string) (Registry, bool) {
 	}
 	h, err := ecrhost.Parse(host)
 	if err != nil {
-		d.errf(hostNode, "%s: invalid registry %v", path, err)
+		d.errf(hostNode, "%s: invalid registry %v", path, privateOnly(err))
 		return r, false
 	}
 	if h.Public {
@@ -342,6 +342,15 @@ func (d *decoder) mirror(n *yaml.Node, path string) (Mirror, bool) {
 	return m, true
 }
 
+// privateExpected replaces ecrhost.Expected where only private registries
+// are accepted (registries, mirrors[].ecr): public.ecr.aws is refused there.
+const privateExpected = "expected <12-digit account>.dkr.ecr.<region>.amazonaws.com; for ECR Public set publicECR: true instead"
+
+// privateOnly is err's text with the private form only.
+func privateOnly(err error) string {
+	return strings.ReplaceAll(err.Error(), ecrhost.Expected, privateExpected)
+}
+
 // checkUpstream accepts a registry host as written in image references.
 // containerd looks up certs.d/<host> by that name, so it must be exact.
 func checkUpstream(s string) error {
@@ -363,7 +372,7 @@ func parseMirrorECR(s string) (ecrhost.Host, string, error) {
 	prefix = strings.TrimSuffix(prefix, "/")
 	h, err := ecrhost.Parse(host)
 	if err != nil {
-		return ecrhost.Host{}, "", fmt.Errorf("invalid ECR host %v", err)
+		return ecrhost.Host{}, "", fmt.Errorf("invalid ECR host %v", privateOnly(err))
 	}
 	if h.Public {
 		return ecrhost.Host{}, "", fmt.Errorf("%q: a pull-through cache lives in a private ECR registry (<account>.dkr.ecr.<region>.amazonaws.com), not in ECR Public", s)
