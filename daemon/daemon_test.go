@@ -242,7 +242,7 @@ func TestRegistriesAddedAndRemovedOnReload(t *testing.T) {
 	st := h.waitStatus("serving 1 registry", func(st api.Status) bool {
 		return st.Ready && len(st.Registries) == 1 && (st.Registries[0].FileState == "written" || st.Registries[0].FileState == "unchanged")
 	})
-	if st.State != "serving 1 registries" || st.Registries[0].Host != host1 {
+	if st.State != "serving 1 registry" || st.Registries[0].Host != host1 {
 		t.Errorf("status %+v", st)
 	}
 	file1 := filepath.Join(h.certs, host1, "hosts.toml")

@@ -152,7 +152,7 @@ func TestPublicECRFailing(t *testing.T) {
 				r, ok := publicEntry(st)
 				return st.Ready && ok && r.LastError != "" && r.FileState == want
 			})
-			if !strings.HasPrefix(st.State, "serving 1 registries; publicECR: no ECR Public token") {
+			if !strings.HasPrefix(st.State, "serving 1 registry; publicECR: no ECR Public token") {
 				t.Errorf("state %q", st.State)
 			}
 			b, err := os.ReadFile(file)

@@ -144,7 +144,7 @@ func TestSocketCredentialsAndMetrics(t *testing.T) {
 	if r := st.Registries[1]; r.Host != host2 || !r.OnDemand || r.Region != "eu-west-1" || !r.Valid || r.NextRefresh.IsZero() {
 		t.Errorf("on-demand registry %+v", r)
 	}
-	if st.Registries[0].OnDemand || !st.Ready || st.State != "serving 1 registries" {
+	if st.Registries[0].OnDemand || !st.Ready || st.State != "serving 1 registry" {
 		t.Errorf("status %+v", st)
 	}
 	if _, err := os.Stat(filepath.Join(h.certs, host2, "hosts.toml")); err != nil {

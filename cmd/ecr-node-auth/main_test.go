@@ -51,7 +51,7 @@ func TestVersion(t *testing.T) {
 func TestStatusOutput(t *testing.T) {
 	now := time.Now()
 	st := api.Status{
-		Version: "v1", State: "serving 1 registries", Ready: true,
+		Version: "v1", State: "serving 1 registry", Ready: true,
 		Identity: api.Identity{Mode: "web-identity", RoleARN: "arn:aws:iam::111122223333:role/r", Subject: "system:serviceaccount:ns:sa"},
 		Registries: []api.Registry{{Host: "111122223333.dkr.ecr.us-east-1.amazonaws.com", Region: "us-east-1",
 			ExpiresAt: now.Add(11*time.Hour + 14*time.Minute), LastRefresh: now.Add(-5 * time.Minute), NextRefresh: now.Add(5 * time.Hour),
@@ -75,7 +75,7 @@ func TestStatusOutput(t *testing.T) {
 	}
 	table := out.String()
 	for _, want := range []string{
-		"ecr-node-auth v1: serving 1 registries",
+		"ecr-node-auth v1: serving 1 registry",
 		"REGISTRY", "EXPIRES IN", "LAST REFRESH", "NEXT REFRESH", "ERROR",
 		"111122223333.dkr.ecr.us-east-1.amazonaws.com  11h14m", "5m ago", "5h",
 		"444455556666.dkr.ecr.eu-west-1.amazonaws.com  -", "never", "permanent: AccessDeniedException: no",

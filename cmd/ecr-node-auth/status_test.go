@@ -27,7 +27,7 @@ func TestPrintTableMirrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var b bytes.Buffer
-			printTable(&b, api.Status{Version: "test", State: "serving 1 registries", Mirrors: tt.mirrors}, now)
+			printTable(&b, api.Status{Version: "test", State: "serving 1 registry", Mirrors: tt.mirrors}, now)
 			for _, w := range tt.want {
 				if !strings.Contains(b.String(), w) {
 					t.Errorf("table lacks %q:\n%s", w, b.String())

@@ -70,7 +70,7 @@ func TestTrustPolicyGolden(t *testing.T) {
 		{"flags-explain", append(append([]string{}, flagsOnly...), "--explain"), ""},
 		// the config's features add their permissions to --explain.
 		{"public-explain", withConfig("publicECR: true\n"), ""},
-		{"mirrors-explain", withConfig("mirrors:\n  - upstream: docker.io\n    ecr: 111122223333.dkr.ecr.eu-west-1.amazonaws.com/docker-hub\n"+
+		{"mirrors-explain", withConfig("mirrors:\n  - upstream: docker.io\n    ecr: 111122223333.dkr.ecr.eu-west-1.amazonaws.com/docker-hub\n" +
 			"  - upstream: ghcr.io\n    ecr: 111122223333.dkr.ecr.us-east-1.amazonaws.com/github\n"), ""},
 		{"gov-audience", append(append([]string{}, flagsOnly...), "--partition", "aws-us-gov", "--audience", "sts.us-gov-west-1.amazonaws.com"), ""},
 		// issuer, namespace, name from the token; account and partition from roleArn.

@@ -62,7 +62,7 @@ func (r *run) checkConfig() {
 	if cfg.STSRegion != "" {
 		region = "STS region " + cfg.STSRegion + " (from " + cfg.STSRegionFrom + ")"
 	}
-	r.ok("config", fmt.Sprintf("%s: %d registries, %s, %s", cfg.Path, len(cfg.Registries), who, region))
+	r.ok("config", fmt.Sprintf("%s: %s, %s, %s", cfg.Path, plural(len(cfg.Registries), "registry", "registries"), who, region))
 }
 
 // 2. token file
@@ -628,4 +628,12 @@ func shellQuote(s string) string {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// plural is "1 <one>" or "<n> <many>".
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }

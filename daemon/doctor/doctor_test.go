@@ -154,7 +154,7 @@ func TestRun(t *testing.T) {
 		{
 			name: "healthy node but no containerd",
 			want: []want{
-				{name: "config", status: OK, detail: "1 registries, web identity for " + testRole},
+				{name: "config", status: OK, detail: ": 1 registry, web identity for " + testRole},
 				{name: "token file", status: OK, detail: "aud=sts.amazonaws.com sub=system:serviceaccount:"},
 				{name: "aws identity", status: OK, detail: "assumed " + testRole + " with web identity at http://127.0.0.1:"},
 				{name: "ecr us-east-1", status: OK, detail: "GetAuthorizationToken at http://127.0.0.1:"},
