@@ -41,6 +41,21 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
+func TestVersionLine(t *testing.T) {
+	tests := []struct{ version, commit, want string }{
+		{"dev", "unknown", "ecr-node-auth dev (commit unknown, go1.26.8)"},
+		{"v1.2.0", "d3fe099", "ecr-node-auth v1.2.0 (commit d3fe099, go1.26.8)"},
+		{"v1.2.0-3-gd3fe099", "d3fe099", "ecr-node-auth v1.2.0-3-gd3fe099 (commit d3fe099, go1.26.8)"},
+		{"d3fe099", "d3fe099", "ecr-node-auth d3fe099 (go1.26.8)"},
+		{"d3fe099-dirty", "d3fe099", "ecr-node-auth d3fe099-dirty (go1.26.8)"},
+	}
+	for _, tt := range tests {
+		if got := versionLine(tt.version, tt.commit, "go1.26.8"); got != tt.want {
+			t.Errorf("versionLine(%q, %q) = %q, want %q", tt.version, tt.commit, got, tt.want)
+		}
+	}
+}
+
 func TestVersion(t *testing.T) {
 	var out bytes.Buffer
 	if code := run([]string{"version"}, &out, &out); code != 0 || !strings.HasPrefix(out.String(), "ecr-node-auth dev (commit unknown, go") {
