@@ -45,9 +45,13 @@ const (
 const (
 	CodeNotECR     = "not_ecr"     // 404: not an Amazon ECR registry (or one this daemon does not serve)
 	CodeNotReady   = "not_ready"   // 503: no usable credential now; Message has the last error
-	CodeBadRequest = "bad_request" // 400 or 413
+	CodeBadRequest = "bad_request" // 400, 405 or 413
 	CodeForbidden  = "forbidden"   // 403: the peer may not use the socket
 	CodeTooMany    = "too_many"    // 429: too many distinct on-demand or workload entries
+	CodeNotFound   = "not_found"   // 404: no such API path
+	// CodeNoCredentials (404): an ECR registry the daemon holds no credential
+	// for (ECR Public without publicECR or without a token): pull anonymously.
+	CodeNoCredentials = "no_credentials"
 )
 
 // Status is the answer of GET /v1/status.
