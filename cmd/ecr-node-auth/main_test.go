@@ -29,6 +29,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"status", "-o", "yaml"}, 2, `-o "yaml": use table or json`},
 		{[]string{"status", "--socket"}, 2, "flag needs an argument"},
 		{[]string{"status", "-h"}, 0, "usage: ecr-node-auth status"},
+		{[]string{"credential-helper", "-h"}, 0, "when no\ndaemon answers, it fetches the token directly from AWS with the config's identity. The\nsocket is --socket, else $ECR_NODE_AUTH_SOCKET, else the config's socket, else\n/run/ecr-node-auth/auth.sock."},
 		{[]string{"run", "--config", filepath.Join(shortDir(t), "missing.yaml")}, 1, "missing.yaml not found: create it (the packages install a default at /etc/ecr-node-auth/config.yaml) or pass --config"},
 		{[]string{"status", "--socket", missing}, 1, "cannot reach ecr-node-auth at " + missing + ": is the daemon running? (systemctl status ecr-node-auth)"},
 	}
