@@ -13,13 +13,8 @@ import (
 	"github.com/ecr-node-auth/ecr-node-auth/tokens/ecrhost"
 )
 
-// Service-account annotations that name the role of a pod's pulls, in order
-// of precedence (KEP-4412 mode).
-var roleAnnotations = []string{
-	"eks.amazonaws.com/ecr-role-arn",
-	"eks.amazonaws.com/role-arn",
-	"ecr-node-auth.io/role-arn",
-}
+// roleAnnotations name the role of a pod's pulls (see api.RoleAnnotations).
+var roleAnnotations = api.RoleAnnotations()
 
 // Credentials answers GET /v1/credentials with the node's identity. A
 // configured (or already on-demand) host with a usable token is a lock-free
@@ -45,7 +40,7 @@ func (d *daemon) Credentials(ctx context.Context, image string) (api.Credentials
 		if h.Public {
 			// "No credentials" lets the kubelet and docker pull anonymously,
 			// where an error would fail the pull.
-			return api.Credentials{}, api.Errorf(api.CodeNotECR, "no ECR Public token for %s (pull anonymously, at the lower anonymous rate limit): %s", h.Name, oneLine(err.Error()))
+			return api.Credentials{}, api.Errorf(api.CodeNoCredentials, "no ECR Public token for %s (pull anonymously, at the lower anonymous rate limit): %s", h.Name, oneLine(err.Error()))
 		}
 		return api.Credentials{}, getError(h, err)
 	}
@@ -121,7 +116,7 @@ func (d *daemon) ecrHost(image, spelled string) (ecrhost.Host, error) {
 	part, public := d.cfg.AWSECR.RolePartition(), d.cfg.PublicECR
 	d.mu.Unlock()
 	if h.Public && !public {
-		return h, api.Errorf(api.CodeNotECR, "%s is Amazon ECR Public and publicECR is off in the config: public images pull anonymously (set publicECR: true for authenticated pulls)", h.Name)
+		return h, api.Errorf(api.CodeNoCredentials, "%s is Amazon ECR Public and publicECR is off in the config: public images pull anonymously (set publicECR: true for authenticated pulls)", h.Name)
 	}
 	if part != "" && h.Partition != part {
 		return h, api.Errorf(api.CodeNotECR, "%s is in AWS partition %s but this daemon's identity (awsECR.roleArn) is in partition %s: it cannot get credentials for it", h.Name, h.Partition, part)

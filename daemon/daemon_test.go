@@ -195,7 +195,7 @@ func TestStartFailsOnBadConfig(t *testing.T) {
 	offlineAWS(t)
 	dir := t.TempDir()
 	err := Run(context.Background(), filepath.Join(dir, "missing.yaml"))
-	if err == nil || !strings.Contains(err.Error(), "not found; create it (see packaging default) or pass --config") {
+	if err == nil || !strings.Contains(err.Error(), "not found: create it (the packages install a default at /etc/ecr-node-auth/config.yaml) or pass --config") {
 		t.Errorf("missing config: %v", err)
 	}
 	bad := filepath.Join(dir, "bad.yaml")
@@ -242,7 +242,7 @@ func TestRegistriesAddedAndRemovedOnReload(t *testing.T) {
 	st := h.waitStatus("serving 1 registry", func(st api.Status) bool {
 		return st.Ready && len(st.Registries) == 1 && (st.Registries[0].FileState == "written" || st.Registries[0].FileState == "unchanged")
 	})
-	if st.State != "serving 1 registries" || st.Registries[0].Host != host1 {
+	if st.State != "serving 1 registry" || st.Registries[0].Host != host1 {
 		t.Errorf("status %+v", st)
 	}
 	file1 := filepath.Join(h.certs, host1, "hosts.toml")

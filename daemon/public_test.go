@@ -95,7 +95,7 @@ func TestPublicECRServed(t *testing.T) {
 		t.Errorf("status %+v", st)
 	}
 	_, err = api.NewClient(h.sock).Credentials(context.Background(), "public.ecr.aws/nginx/nginx:1.27")
-	if !errors.Is(err, api.ErrNotECR) || !strings.Contains(err.Error(), "pull anonymously") {
+	if !errors.Is(err, api.ErrNoCredentials) || errors.Is(err, api.ErrNotECR) || !strings.Contains(err.Error(), "pull anonymously") {
 		t.Errorf("socket while failing: %v", err)
 	}
 	if hl, _ := api.NewClient(h.sock).Health(context.Background()); hl.Status != "ok" {
@@ -109,7 +109,7 @@ func TestPublicECRServed(t *testing.T) {
 	h.reload <- struct{}{}
 	h.waitStatus("public gone", func(st api.Status) bool { _, ok := publicEntry(st); return !ok })
 	_, err = api.NewClient(h.sock).Credentials(context.Background(), "public.ecr.aws/nginx/nginx:1.27")
-	if !errors.Is(err, api.ErrNotECR) || !strings.Contains(err.Error(), "publicECR is off") {
+	if !errors.Is(err, api.ErrNoCredentials) || !strings.Contains(err.Error(), "publicECR is off") {
 		t.Errorf("socket with publicECR off: %v", err)
 	}
 	for _, s := range f.Secrets() {
@@ -152,7 +152,7 @@ func TestPublicECRFailing(t *testing.T) {
 				r, ok := publicEntry(st)
 				return st.Ready && ok && r.LastError != "" && r.FileState == want
 			})
-			if !strings.HasPrefix(st.State, "serving 1 registries; publicECR: no ECR Public token") {
+			if !strings.HasPrefix(st.State, "serving 1 registry; publicECR: no ECR Public token") {
 				t.Errorf("state %q", st.State)
 			}
 			b, err := os.ReadFile(file)

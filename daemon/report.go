@@ -104,15 +104,23 @@ func (v view) privateState() string {
 	}
 	switch {
 	case valid == len(entries) && valid > 0:
-		return fmt.Sprintf("serving %d registries", valid)
+		return "serving " + registries(valid)
 	case v.id.LastError != "" && v.id.Mode == identity.ModeWebIdentity:
 		return "waiting for STS: " + oneLine(v.id.LastError)
 	case v.id.LastError != "":
 		return "waiting for AWS credentials: " + oneLine(v.id.LastError)
 	case firstErr != "":
-		return fmt.Sprintf("waiting for ECR: %d of %d registries without a token: %s", len(entries)-valid, len(entries), oneLine(firstErr))
+		return fmt.Sprintf("waiting for ECR: %d of %s without a token: %s", len(entries)-valid, registries(len(entries)), oneLine(firstErr))
 	}
-	return fmt.Sprintf("fetching tokens for %d registries", len(entries))
+	return "fetching tokens for " + registries(len(entries))
+}
+
+// registries is "1 registry" or "<n> registries".
+func registries(n int) string {
+	if n == 1 {
+		return "1 registry"
+	}
+	return fmt.Sprintf("%d registries", n)
 }
 
 // Status answers GET /v1/status. It holds no secret: only api types are

@@ -80,7 +80,7 @@ func TestSocketCredentialsAndMetrics(t *testing.T) {
 		{"on demand again", host2, host2, api.SourceOnDemand, "", "", 0},
 		{"not ECR", "ghcr.io/org/app:1", "", "", `"ghcr.io" is not an Amazon ECR registry`, api.CodeNotECR, 404},
 		{"docker hub", "docker.io/library/nginx:1.27", "", "", `"docker.io" is not an Amazon ECR registry`, api.CodeNotECR, 404},
-		{"ECR public", "public.ecr.aws/a/b", "", "", "Amazon ECR Public", api.CodeNotECR, 404},
+		{"ECR public", "public.ecr.aws/a/b", "", "", "Amazon ECR Public", api.CodeNoCredentials, 404},
 		{"malformed ECR", "1234.dkr.ecr.us-east-1.amazonaws.com/app", "", "", "must be 12 digits", api.CodeBadRequest, 400},
 		{"bad port", host1 + ":5000/app", "", "", "port 5000", api.CodeBadRequest, 400},
 	}
@@ -103,6 +103,9 @@ func TestSocketCredentialsAndMetrics(t *testing.T) {
 			}
 			if (tt.wantCode == api.CodeNotECR) != errors.Is(err, api.ErrNotECR) {
 				t.Errorf("errors.Is(ErrNotECR) wrong for %v", err)
+			}
+			if (tt.wantCode == api.CodeNoCredentials) != errors.Is(err, api.ErrNoCredentials) {
+				t.Errorf("errors.Is(ErrNoCredentials) wrong for %v", err)
 			}
 		})
 	}
@@ -144,7 +147,7 @@ func TestSocketCredentialsAndMetrics(t *testing.T) {
 	if r := st.Registries[1]; r.Host != host2 || !r.OnDemand || r.Region != "eu-west-1" || !r.Valid || r.NextRefresh.IsZero() {
 		t.Errorf("on-demand registry %+v", r)
 	}
-	if st.Registries[0].OnDemand || !st.Ready || st.State != "serving 1 registries" {
+	if st.Registries[0].OnDemand || !st.Ready || st.State != "serving 1 registry" {
 		t.Errorf("status %+v", st)
 	}
 	if _, err := os.Stat(filepath.Join(h.certs, host2, "hosts.toml")); err != nil {

@@ -78,11 +78,12 @@ func (s *credSource) nodeLookup(ctx context.Context, host ecrhost.Host) (lookup.
 	return s.fallback(ctx, host, err, "", "")
 }
 
-// fallback handles a daemon error: not-ECR becomes lookup.ErrNotFound, an
+// fallback handles a daemon error: not-ECR and no-credentials (pull
+// anonymously) become lookup.ErrNotFound, an
 // unreachable daemon a direct fetch, anything else is returned as it is.
 func (s *credSource) fallback(ctx context.Context, host ecrhost.Host, daemonErr error, role, token string) (lookup.Credential, error) {
 	switch {
-	case errors.Is(daemonErr, api.ErrNotECR):
+	case errors.Is(daemonErr, api.ErrNotECR), errors.Is(daemonErr, api.ErrNoCredentials):
 		return lookup.Credential{}, fmt.Errorf("%w: %s", lookup.ErrNotFound, oneLineFull(daemonErr.Error()))
 	case !errors.Is(daemonErr, api.ErrDaemonUnreachable):
 		return lookup.Credential{}, errors.New(oneLineFull(daemonErr.Error()))

@@ -40,6 +40,7 @@ func helperCases() []helperCase {
 		{name: "get ghcr.io", args: []string{"get"}, stdin: "ghcr.io", code: 1, stdout: dockerhelper.NotFoundMessage + "\n"},
 		{name: "get docker.io", args: []string{"get"}, stdin: "docker.io", code: 1, stdout: dockerhelper.NotFoundMessage + "\n"},
 		{name: "get ECR host not served", args: []string{"get"}, stdin: "444455556666.dkr.ecr.eu-west-1.amazonaws.com", code: 1, stdout: dockerhelper.NotFoundMessage + "\n"},
+		{name: "get ECR Public without a token", args: []string{"get"}, stdin: "public.ecr.aws", code: 1, stdout: dockerhelper.NotFoundMessage + "\n"},
 		{name: "store ECR login", args: []string{"store"}, stdin: `{"ServerURL":"` + hostEast + `","Username":"AWS","Secret":"x"}`},
 		{name: "erase", args: []string{"erase"}, stdin: hostEast},
 		{name: "list", args: []string{"list"}, stdoutJSON: map[string]any{hostEast: "AWS", hostWest: "AWS"}},

@@ -49,7 +49,7 @@ func doctorNode(t *testing.T, sock string, token string) (cfg string, f *fakeaws
 
 func TestDoctorCmd(t *testing.T) {
 	ready := newStub(time.Now())
-	ready.st = api.Status{Version: "test", Ready: true, State: "serving 1 registries"}
+	ready.st = api.Status{Version: "test", Ready: true, State: "serving 1 registry"}
 	notReady := newStub(time.Now())
 	notReady.st = api.Status{Version: "test", State: "waiting for credentials", Identity: api.Identity{LastError: "token audience not accepted"}}
 	tests := []struct {
@@ -64,7 +64,7 @@ func TestDoctorCmd(t *testing.T) {
 		{name: "table: every check, the CRI failure names its fix", code: 1,
 			contains: []string{"OK    config ", "OK    token file ", "OK    aws identity ", "OK    ecr us-east-1 ", "OK    hosts.toml " + hostEast,
 				"WARN  daemon ", "FAIL  cri ", "ctr.sock ([grpc] address of", "=> fix: start containerd", "1 of 9 checks failed"}},
-		{name: "a ready daemon", daemon: ready, code: 1, contains: []string{"OK    daemon ", "daemon test at", "serving 1 registries"}},
+		{name: "a ready daemon", daemon: ready, code: 1, contains: []string{"OK    daemon ", "daemon test at", "serving 1 registry"}},
 		{name: "a daemon that is not ready fails", daemon: notReady, code: 1,
 			contains: []string{"FAIL  daemon ", "not ready: identity: token audience not accepted", "=> fix: the checks above name the cause"}},
 		{name: "--cri-socket wins over the containerd config", args: []string{"--cri-socket", "/nonexistent/cri.sock"}, code: 1,

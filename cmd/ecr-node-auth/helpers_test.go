@@ -25,7 +25,8 @@ import (
 type stubDaemon struct {
 	st api.Status
 	// creds are the node's credentials by registry host; hosts not in it
-	// get not_ecr, like a host the daemon does not serve.
+	// get not_ecr, like a host the daemon does not serve (ECR Public:
+	// no_credentials, like the daemon without a public token).
 	creds map[string]api.Credentials
 	// roles are the workload credentials by role ARN.
 	roles map[string]api.Credentials
@@ -56,6 +57,10 @@ func (d *stubDaemon) Credentials(ctx context.Context, image string) (api.Credent
 		return api.Credentials{}, api.Errorf(api.CodeNotECR, "%q is not an Amazon ECR registry", image)
 	}
 	c, ok := d.creds[h.Name]
+	if !ok && h.Public {
+		// What the daemon answers for ECR Public without a token.
+		return api.Credentials{}, api.Errorf(api.CodeNoCredentials, "no ECR Public token for %s (pull anonymously)", h.Name)
+	}
 	if !ok {
 		return api.Credentials{}, api.Errorf(api.CodeNotECR, "registry %s is not served by this daemon", h.Name)
 	}

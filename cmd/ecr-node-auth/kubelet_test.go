@@ -101,6 +101,8 @@ func TestKubeletPluginFromDaemon(t *testing.T) {
 			code: 1, stderr: "is not in an Amazon ECR registry"},
 		{name: "ECR host the daemon does not serve", args: []string{"--socket", sock}, stdin: request(kubeletplugin.APIVersionV1, "444455556666.dkr.ecr.eu-west-1.amazonaws.com/a:1"),
 			code: 1, stderr: "no credentials for registry 444455556666.dkr.ecr.eu-west-1.amazonaws.com"},
+		{name: "ECR Public without a token: no credentials", args: []string{"--socket", sock}, stdin: request(kubeletplugin.APIVersionV1, "public.ecr.aws/nginx/nginx:1"),
+			code: 1, stderr: "no credentials for registry public.ecr.aws"},
 		{name: "workload role the daemon cannot assume", args: []string{"--socket", sock},
 			stdin: workloadRequest(hostEast+"/app:1", saToken, `{"eks.amazonaws.com/ecr-role-arn":"arn:aws:iam::111122223333:role/other"}`),
 			code:  1, stderr: "role arn:aws:iam::111122223333:role/other: access denied"},

@@ -71,7 +71,7 @@ func runIO(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "version", "--version":
-		fmt.Fprintf(stdout, "ecr-node-auth %s (commit %s, %s)\n", version, commit, runtime.Version())
+		fmt.Fprintln(stdout, versionLine(version, commit, runtime.Version()))
 		return 0
 	case "help", "-h", "--help":
 		usage(stdout)
@@ -151,4 +151,13 @@ func parseFlags(fs *flag.FlagSet, args []string) (int, bool) {
 		return 2, false
 	}
 	return 0, true
+}
+
+// versionLine is `version`'s output. Without a tag, git describe --always
+// makes the version the commit itself (maybe with -dirty): name it once.
+func versionLine(version, commit, goVersion string) string {
+	if commit != "" && commit != "unknown" && (version == commit || version == commit+"-dirty") {
+		return fmt.Sprintf("ecr-node-auth %s (%s)", version, goVersion)
+	}
+	return fmt.Sprintf("ecr-node-auth %s (commit %s, %s)", version, commit, goVersion)
 }

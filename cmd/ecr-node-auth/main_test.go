@@ -29,7 +29,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"status", "-o", "yaml"}, 2, `-o "yaml": use table or json`},
 		{[]string{"status", "--socket"}, 2, "flag needs an argument"},
 		{[]string{"status", "-h"}, 0, "usage: ecr-node-auth status"},
-		{[]string{"run", "--config", filepath.Join(shortDir(t), "missing.yaml")}, 1, "not found; create it (see packaging default) or pass --config"},
+		{[]string{"credential-helper", "-h"}, 0, "when no\ndaemon answers, it fetches the token directly from AWS with the config's identity. The\nsocket is --socket, else $ECR_NODE_AUTH_SOCKET, else the config's socket, else\n/run/ecr-node-auth/auth.sock."},
+		{[]string{"run", "--config", filepath.Join(shortDir(t), "missing.yaml")}, 1, "missing.yaml not found: create it (the packages install a default at /etc/ecr-node-auth/config.yaml) or pass --config"},
 		{[]string{"status", "--socket", missing}, 1, "cannot reach ecr-node-auth at " + missing + ": is the daemon running? (systemctl status ecr-node-auth)"},
 	}
 	for _, tt := range tests {
@@ -37,6 +38,21 @@ func TestUsageErrors(t *testing.T) {
 		code := run(tt.args, &out, &errb)
 		if code != tt.code || !strings.Contains(errb.String(), tt.wantStderr) {
 			t.Errorf("%v: exit %d stderr %q; want exit %d with %q", tt.args, code, errb.String(), tt.code, tt.wantStderr)
+		}
+	}
+}
+
+func TestVersionLine(t *testing.T) {
+	tests := []struct{ version, commit, want string }{
+		{"dev", "unknown", "ecr-node-auth dev (commit unknown, go1.26.8)"},
+		{"v1.2.0", "d3fe099", "ecr-node-auth v1.2.0 (commit d3fe099, go1.26.8)"},
+		{"v1.2.0-3-gd3fe099", "d3fe099", "ecr-node-auth v1.2.0-3-gd3fe099 (commit d3fe099, go1.26.8)"},
+		{"d3fe099", "d3fe099", "ecr-node-auth d3fe099 (go1.26.8)"},
+		{"d3fe099-dirty", "d3fe099", "ecr-node-auth d3fe099-dirty (go1.26.8)"},
+	}
+	for _, tt := range tests {
+		if got := versionLine(tt.version, tt.commit, "go1.26.8"); got != tt.want {
+			t.Errorf("versionLine(%q, %q) = %q, want %q", tt.version, tt.commit, got, tt.want)
 		}
 	}
 }
@@ -51,7 +67,7 @@ func TestVersion(t *testing.T) {
 func TestStatusOutput(t *testing.T) {
 	now := time.Now()
 	st := api.Status{
-		Version: "v1", State: "serving 1 registries", Ready: true,
+		Version: "v1", State: "serving 1 registry", Ready: true,
 		Identity: api.Identity{Mode: "web-identity", RoleARN: "arn:aws:iam::111122223333:role/r", Subject: "system:serviceaccount:ns:sa"},
 		Registries: []api.Registry{{Host: "111122223333.dkr.ecr.us-east-1.amazonaws.com", Region: "us-east-1",
 			ExpiresAt: now.Add(11*time.Hour + 14*time.Minute), LastRefresh: now.Add(-5 * time.Minute), NextRefresh: now.Add(5 * time.Hour),
@@ -75,7 +91,7 @@ func TestStatusOutput(t *testing.T) {
 	}
 	table := out.String()
 	for _, want := range []string{
-		"ecr-node-auth v1: serving 1 registries",
+		"ecr-node-auth v1: serving 1 registry",
 		"REGISTRY", "EXPIRES IN", "LAST REFRESH", "NEXT REFRESH", "ERROR",
 		"111122223333.dkr.ecr.us-east-1.amazonaws.com  11h14m", "5m ago", "5h",
 		"444455556666.dkr.ecr.eu-west-1.amazonaws.com  -", "never", "permanent: AccessDeniedException: no",

@@ -12,6 +12,7 @@ import (
 	kubeletconfigv1 "k8s.io/kubelet/config/v1"
 	kjson "sigs.k8s.io/json"
 
+	"github.com/ecr-node-auth/ecr-node-auth/daemon/api"
 	"github.com/ecr-node-auth/ecr-node-auth/daemon/kubeletplugin"
 )
 
@@ -103,5 +104,40 @@ func TestHelpListsEveryCommand(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), helperName) {
 		t.Errorf("help does not say the binary is the docker helper as %s", helperName)
+	}
+}
+
+// TestRoleAnnotationsAgree: the annotations print-kubelet-config asks the
+// kubelet to pass, the plugin's direct-fetch fallback reads and the daemon
+// honours (api.RoleAnnotations, checked in package daemon) are one list, so
+// a pod annotated with any of them gets its role on every path.
+func TestRoleAnnotationsAgree(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"print-kubelet-config", "--token-attributes"}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	p := parseKubeletConfig(t, out.Bytes())
+	want := api.RoleAnnotations()
+	if len(want) != 3 {
+		t.Fatalf("api.RoleAnnotations() = %v, want the three README lists", want)
+	}
+	if p.TokenAttributes == nil || !slices.Equal(p.TokenAttributes.OptionalServiceAccountAnnotationKeys, want) {
+		t.Fatalf("print-kubelet-config passes %+v, want %v", p.TokenAttributes, want)
+	}
+	for i, k := range want {
+		t.Run(k, func(t *testing.T) {
+			role := "arn:aws:iam::111122223333:role/r" + k
+			if got := workloadRole(map[string]string{k: role}); got != role {
+				t.Errorf("fallback ignores %s: got %q", k, got)
+			}
+			// Every key of lower precedence loses to this one.
+			ann := map[string]string{k: role}
+			for _, lower := range want[i+1:] {
+				ann[lower] = "arn:aws:iam::111122223333:role/lower"
+			}
+			if got := workloadRole(ann); got != role {
+				t.Errorf("precedence: got %q, want %q", got, role)
+			}
+		})
 	}
 }

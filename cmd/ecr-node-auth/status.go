@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -29,6 +31,9 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 	if !validOutput(fs, *out, stderr) {
 		return 2
 	}
+	if code, ok := checkStatusConfig(fs, *sock, *cfg, stderr); !ok {
+		return code
+	}
 	path, _ := api.ResolveSocket(*sock, *cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -45,6 +50,29 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	printTable(stdout, st, time.Now())
 	return 0
+}
+
+// checkStatusConfig refuses an explicit --config that cannot be read when it
+// is what names the socket (no --socket, no $ECR_NODE_AUTH_SOCKET): falling
+// back to the default socket would show another daemon's status, or none,
+// without saying why. A default file that is absent keeps the default socket;
+// one that is present but broken is named on stderr.
+func checkStatusConfig(fs *flag.FlagSet, sock, cfg string, stderr io.Writer) (int, bool) {
+	if sock != "" || os.Getenv(api.EnvSocket) != "" {
+		return 0, true
+	}
+	explicit := false
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
+	_, err := config.Load(cfg)
+	switch {
+	case err == nil:
+	case explicit:
+		fmt.Fprintf(stderr, "ecr-node-auth: --config %s: %v\n(status reads the socket path from it; fix it, or pass --socket PATH)\n", cfg, err)
+		return 2, false
+	case !errors.Is(err, config.ErrNotFound):
+		fmt.Fprintf(stderr, "ecr-node-auth: warning: %v; using the default socket %s\n", err, config.DefaultSocket)
+	}
+	return 0, true
 }
 
 // printTable writes the human view of a status answer.

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -25,7 +27,7 @@ func TestPrintTableMirrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var b bytes.Buffer
-			printTable(&b, api.Status{Version: "test", State: "serving 1 registries", Mirrors: tt.mirrors}, now)
+			printTable(&b, api.Status{Version: "test", State: "serving 1 registry", Mirrors: tt.mirrors}, now)
 			for _, w := range tt.want {
 				if !strings.Contains(b.String(), w) {
 					t.Errorf("table lacks %q:\n%s", w, b.String())
@@ -35,6 +37,40 @@ func TestPrintTableMirrors(t *testing.T) {
 				if strings.Contains(b.String(), w) {
 					t.Errorf("table has %q:\n%s", w, b.String())
 				}
+			}
+		})
+	}
+}
+
+// TestStatusBrokenConfig: an explicit --config that cannot be read is an
+// error naming it when it is what names the socket; --socket or the env
+// variable make it irrelevant.
+func TestStatusBrokenConfig(t *testing.T) {
+	dir := shortDir(t)
+	broken := filepath.Join(dir, "broken.yaml")
+	if err := os.WriteFile(broken, []byte("sockett: /x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missingSock := filepath.Join(dir, "none.sock")
+	tests := []struct {
+		name   string
+		env    string
+		args   []string
+		code   int
+		stderr string
+	}{
+		{"broken", "", []string{"--config", broken}, 2, "--config " + broken + ": " + broken + `:1: unknown key "sockett"`},
+		{"missing", "", []string{"--config", filepath.Join(dir, "nope.yaml")}, 2, "nope.yaml not found"},
+		{"broken but --socket given", "", []string{"--config", broken, "--socket", missingSock}, 1, "cannot reach ecr-node-auth at " + missingSock},
+		{"broken but env socket given", missingSock, []string{"--config", broken}, 1, "cannot reach ecr-node-auth at " + missingSock},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv(api.EnvSocket, tt.env)
+			var out, errb bytes.Buffer
+			code := run(append([]string{"status"}, tt.args...), &out, &errb)
+			if code != tt.code || !strings.Contains(errb.String(), tt.stderr) {
+				t.Errorf("exit %d stderr %q; want exit %d with %q", code, errb.String(), tt.code, tt.stderr)
 			}
 		})
 	}

@@ -51,7 +51,9 @@ func trustPolicyCmd(args []string, stdout, stderr io.Writer) int {
 	partition := flags.String("partition", "", "AWS partition (default: that of awsECR.roleArn, else aws)")
 	explain := flags.Bool("explain", false, "after the policy, print the permissions the role needs and how to create the OIDC provider")
 	flags.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ecr-node-auth trust-policy --account-id ID --issuer URL --namespace NS --service-account NAME [--audience AUD] [--partition P] [--explain] [--config PATH]")
+		fmt.Fprintln(stderr, "usage: ecr-node-auth trust-policy [--account-id ID] [--issuer URL] [--namespace NS] [--service-account NAME] [--audience AUD] [--partition P] [--explain] [--config PATH]")
+		fmt.Fprintln(stderr, "Every flag is optional when the config gives it: --account-id and --partition default to awsECR.roleArn's,")
+		fmt.Fprintln(stderr, "--issuer, --namespace and --service-account to the iss and sub claims of identity.tokenFile, --audience to identity.audience.")
 		flags.PrintDefaults()
 	}
 	if code, ok := parseFlags(flags, args); !ok {
@@ -130,6 +132,7 @@ func trustPolicyCmd(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "%s\n", out)
 	if *explain {
 		printTrustExplain(stdout, *partition, *account, host, *audience, *namespace, *name)
+		printConfigPermissions(stdout, cfg, *partition)
 	}
 	return 0
 }
@@ -227,4 +230,32 @@ func printTrustExplain(w io.Writer, partition, account, host, audience, namespac
 #      in /etc/ecr-node-auth/config.yaml.
 #   4. Project the service account token of %[5]s/%[6]s with audience %[4]s to identity.tokenFile.
 `, partition, account, host, audience, namespace, name)
+}
+
+// printConfigPermissions adds what the config's features need beyond
+// AmazonEC2ContainerRegistryReadOnly: ECR Public tokens (publicECR) and the
+// import a pull-through cache does on an image's first pull (mirrors).
+func printConfigPermissions(w io.Writer, cfg *config.Config, partition string) {
+	if cfg.PublicECR {
+		fmt.Fprint(w, `#
+# publicECR: true also needs (AmazonEC2ContainerRegistryReadOnly does not grant it):
+#     {"Effect": "Allow", "Action": ["ecr-public:GetAuthorizationToken", "sts:GetServiceBearerToken"], "Resource": "*"}
+`)
+	}
+	if len(cfg.Mirrors) == 0 {
+		return
+	}
+	fmt.Fprint(w, `#
+# mirrors: the first pull of an image through a pull-through cache rule imports it
+# into the cache, which needs ecr:BatchImportUpstreamImage (and ecr:CreateRepository
+# when the repository does not exist yet) on the cache's repositories:
+`)
+	for _, m := range cfg.Mirrors {
+		p := m.ECR.Partition
+		if p == "" {
+			p = partition
+		}
+		fmt.Fprintf(w, "#     {\"Effect\": \"Allow\", \"Action\": [\"ecr:BatchImportUpstreamImage\", \"ecr:CreateRepository\"], \"Resource\": \"arn:%s:ecr:%s:%s:repository/%s/*\"}  # %s\n",
+			p, m.ECR.Region, m.ECR.Account, m.Prefix, m.Upstream)
+	}
 }

@@ -54,6 +54,13 @@ func TestTrustPolicyGolden(t *testing.T) {
 	empty := filepath.Join(t.TempDir(), "config.yaml")
 	os.WriteFile(empty, nil, 0o600)
 	flagsOnly := []string{"--config", empty, "--account-id", "111122223333", "--issuer", eksIssuer, "--namespace", "kube-system", "--service-account", "ecr-node-auth"}
+	withConfig := func(body string) []string {
+		path := filepath.Join(t.TempDir(), "config.yaml")
+		os.WriteFile(path, []byte(body), 0o600)
+		args := append([]string{}, flagsOnly...)
+		args[1] = path
+		return append(args, "--explain")
+	}
 	tests := []struct {
 		golden     string
 		args       []string
@@ -61,6 +68,10 @@ func TestTrustPolicyGolden(t *testing.T) {
 	}{
 		{"flags", flagsOnly, ""},
 		{"flags-explain", append(append([]string{}, flagsOnly...), "--explain"), ""},
+		// the config's features add their permissions to --explain.
+		{"public-explain", withConfig("publicECR: true\n"), ""},
+		{"mirrors-explain", withConfig("mirrors:\n  - upstream: docker.io\n    ecr: 111122223333.dkr.ecr.eu-west-1.amazonaws.com/docker-hub\n" +
+			"  - upstream: ghcr.io\n    ecr: 111122223333.dkr.ecr.us-east-1.amazonaws.com/github\n"), ""},
 		{"gov-audience", append(append([]string{}, flagsOnly...), "--partition", "aws-us-gov", "--audience", "sts.us-gov-west-1.amazonaws.com"), ""},
 		// issuer, namespace, name from the token; account and partition from roleArn.
 		{"from-token", []string{"--config", cfgTok}, ""},
@@ -135,7 +146,8 @@ func TestTrustPolicyErrors(t *testing.T) {
 		{base("--partition", "aws-mars"), 1, `--partition "aws-mars": use one of aws, aws-cn`},
 		{base("--issuer", ""), 1, "default to the token file's claims, but web identity token file /var/run/secrets/ecr-node-auth/token does not exist"},
 		{[]string{"trust-policy", "--config", badSub, "--account-id", "111122223333"}, 1, `has sub "alice", not system:serviceaccount:`},
-		{[]string{"trust-policy", "--bogus"}, 2, "usage: ecr-node-auth trust-policy"},
+		{[]string{"trust-policy", "--bogus"}, 2, "usage: ecr-node-auth trust-policy [--account-id ID] [--issuer URL] [--namespace NS] [--service-account NAME]"},
+		{[]string{"trust-policy", "-h"}, 0, "--issuer, --namespace and --service-account to the iss and sub claims of identity.tokenFile"},
 	}
 	for _, tt := range tests {
 		var out, errb bytes.Buffer

@@ -37,6 +37,9 @@ func (f *fakeProvider) Credentials(_ context.Context, image string) (Credentials
 	if image == "ghcr.io/a/b" {
 		return Credentials{}, Errorf(CodeNotECR, "%q is not an Amazon ECR registry", "ghcr.io")
 	}
+	if image == "public.ecr.aws/nginx/nginx" {
+		return Credentials{}, Errorf(CodeNoCredentials, "no ECR Public token for public.ecr.aws (pull anonymously)")
+	}
 	if image == "boom" {
 		return Credentials{}, errors.New("internal trouble")
 	}

@@ -89,6 +89,8 @@ func TestCredentialsWire(t *testing.T) {
 		{"POST no image", "POST", PathCredentials, `{"serviceAccountToken":"` + saToken + `"}`, 400, map[string]any{"code": "bad_request"}, `missing \"image\"`},
 		{"POST too large", "POST", PathCredentials, big, 413, map[string]any{"code": "bad_request"}, "larger than 64 KiB"},
 		{"PUT refused", "PUT", PathCredentials, "", 405, map[string]any{"code": "bad_request"}, ""},
+		{"unknown path", "GET", "/v1/nope", "", 404, map[string]any{"code": "not_found"}, `no such API path \"/v1/nope\"`},
+		{"ECR Public without a token", "GET", PathCredentials + "?image=public.ecr.aws/nginx/nginx", "", 404, map[string]any{"code": "no_credentials"}, "pull anonymously"},
 		{"registries", "GET", PathRegistries, "", 200, nil, `"registries": [` + "\n    \"" + cfgHost},
 	}
 	for _, tt := range tests {

@@ -153,6 +153,9 @@ var (
 	// ErrNotECR: the daemon says the image is not on an Amazon ECR registry
 	// it serves (APIError with CodeNotECR).
 	ErrNotECR = errors.New("not an Amazon ECR registry")
+	// ErrNoCredentials: an ECR registry the daemon has no credential for,
+	// where an anonymous pull is the answer (CodeNoCredentials).
+	ErrNoCredentials = errors.New("no credentials for this registry: pull anonymously")
 	// ErrNotReady: the daemon holds no usable credential (CodeNotReady).
 	ErrNotReady = errors.New("no usable credential")
 	// ErrForbidden: the peer may not use the socket (CodeForbidden).
@@ -174,11 +177,13 @@ func (e *APIError) Error() string {
 	return e.Message
 }
 
-// Is matches ErrNotECR, ErrNotReady and ErrForbidden by code.
+// Is matches ErrNotECR, ErrNoCredentials, ErrNotReady and ErrForbidden by code.
 func (e *APIError) Is(target error) bool {
 	switch target {
 	case ErrNotECR:
 		return e.Code == CodeNotECR
+	case ErrNoCredentials:
+		return e.Code == CodeNoCredentials
 	case ErrNotReady:
 		return e.Code == CodeNotReady
 	case ErrForbidden:
@@ -196,7 +201,7 @@ type errorWire struct {
 // statusOf is the HTTP status for an error code.
 func statusOf(code string) int {
 	switch code {
-	case CodeNotECR:
+	case CodeNotECR, CodeNoCredentials, CodeNotFound:
 		return http.StatusNotFound
 	case CodeNotReady:
 		return http.StatusServiceUnavailable

@@ -270,7 +270,7 @@ func (h *handler) route(w http.ResponseWriter, r *http.Request) (string, int) {
 		}
 		return PathRegistries, writeJSON(w, http.StatusOK, Registries{Registries: regs})
 	}
-	return "other", writeError(w, &APIError{Status: http.StatusNotFound, Code: CodeBadRequest,
+	return "other", writeError(w, &APIError{Status: http.StatusNotFound, Code: CodeNotFound,
 		Message: fmt.Sprintf("no such API path %q (this daemon serves %s, %s, %s and %s)", r.URL.Path, PathCredentials, PathRegistries, PathStatus, PathHealth)})
 }
 

@@ -22,6 +22,18 @@ const (
 	PathRegistries  = "/v1/registries"
 )
 
+// RoleAnnotations are the service-account annotations that name the role of a
+// pod's pulls, in order of precedence (KEP-4412 mode). The daemon, the kubelet
+// plugin's direct-fetch fallback and print-kubelet-config all use this one list,
+// so the kubelet passes exactly the annotations the daemon honours.
+func RoleAnnotations() []string {
+	return []string{
+		"eks.amazonaws.com/ecr-role-arn",
+		"eks.amazonaws.com/role-arn",
+		"ecr-node-auth.io/role-arn",
+	}
+}
+
 // Sources of a credential (Credentials.Source).
 const (
 	SourceConfigured = "configured" // a registry in the config (node identity)
@@ -33,9 +45,13 @@ const (
 const (
 	CodeNotECR     = "not_ecr"     // 404: not an Amazon ECR registry (or one this daemon does not serve)
 	CodeNotReady   = "not_ready"   // 503: no usable credential now; Message has the last error
-	CodeBadRequest = "bad_request" // 400 or 413
+	CodeBadRequest = "bad_request" // 400, 405 or 413
 	CodeForbidden  = "forbidden"   // 403: the peer may not use the socket
 	CodeTooMany    = "too_many"    // 429: too many distinct on-demand or workload entries
+	CodeNotFound   = "not_found"   // 404: no such API path
+	// CodeNoCredentials (404): an ECR registry the daemon holds no credential
+	// for (ECR Public without publicECR or without a token): pull anonymously.
+	CodeNoCredentials = "no_credentials"
 )
 
 // Status is the answer of GET /v1/status.

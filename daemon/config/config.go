@@ -172,11 +172,24 @@ func Default() *Config {
 // ErrNotFound is wrapped by Load's error when the file does not exist.
 var ErrNotFound = errors.New("config file not found")
 
+// notFoundError is Load's one-sentence error for a missing file; it is
+// ErrNotFound for errors.Is.
+type notFoundError struct{ path string }
+
+func (e notFoundError) Error() string {
+	if e.path == DefaultPath {
+		return fmt.Sprintf("config file %s not found: install the deb/rpm (which ships it) or create it, or pass --config PATH", e.path)
+	}
+	return fmt.Sprintf("config file %s not found: create it (the packages install a default at %s) or pass --config with an existing file", e.path, DefaultPath)
+}
+
+func (e notFoundError) Is(target error) bool { return target == ErrNotFound }
+
 // Load reads and validates the config file at path.
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("config file %s not found; create it (see packaging default) or pass --config: %w", path, ErrNotFound)
+		return nil, notFoundError{path}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
@@ -270,7 +283,14 @@ var lookupGroup = func(s string) (int, error) {
 func checkHostPort(s string) error {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		return fmt.Errorf("%q is not host:port (e.g. 127.0.0.1:9469, [::1]:9469, :9469): %v", s, errors.Unwrap(err))
+		// SplitHostPort's *net.AddrError repeats the address and wraps
+		// nothing: keep only its reason.
+		reason := err.Error()
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			reason = ae.Err
+		}
+		return fmt.Errorf("%q is not host:port (e.g. 127.0.0.1:9469, [::1]:9469, :9469): %s", s, reason)
 	}
 	n, err := strconv.Atoi(port)
 	if err != nil || n < 0 || n > 65535 {

@@ -228,7 +228,7 @@ func badCases(dir string) []badCase {
 		{"mirror upstream upper case", "mirrors:\n  - upstream: Docker.io\n    ecr: " + euwest + "/docker-hub\n",
 			[]string{`config.yaml:2: mirrors[0].upstream: registry host "Docker.io" must be lower case`}},
 		{"mirror ecr not ECR", "mirrors:\n  - upstream: docker.io\n    ecr: ghcr.io/docker-hub\n",
-			[]string{`config.yaml:3: mirrors[0].ecr: invalid ECR host "ghcr.io"`}},
+			[]string{`config.yaml:3: mirrors[0].ecr: invalid ECR host "ghcr.io": not an Amazon ECR registry host (expected <12-digit account>.dkr.ecr.<region>.amazonaws.com; for ECR Public set publicECR: true instead)`}},
 		{"mirror ecr without prefix", "mirrors:\n  - upstream: docker.io\n    ecr: " + euwest + "\n",
 			[]string{`config.yaml:3: mirrors[0].ecr: "` + euwest + `" has no repository prefix; add the cache rule's prefix, e.g. ` + euwest + `/docker-hub`}},
 		{"mirror ecr with scheme", "mirrors:\n  - upstream: docker.io\n    ecr: https://" + euwest + "/docker-hub\n",
@@ -249,6 +249,8 @@ func badCases(dir string) []badCase {
 			[]string{`config.yaml:4: mirrors[1]: upstream docker.io has a mirror already (line 2)`}},
 		{"mirror upstream is a registry", "registries: [" + useast + "]\nmirrors:\n  - upstream: " + useast + "\n    ecr: " + euwest + "/docker-hub\n",
 			[]string{`config.yaml:3: mirrors[0]: upstream ` + useast + ` is also in registries (line 1)`}},
+		{"mirror of public.ecr.aws with publicECR", "publicECR: true\nmirrors:\n  - upstream: public.ecr.aws\n    ecr: " + euwest + "/ecr-public\n",
+			[]string{`config.yaml:3: mirrors[0]: upstream public.ecr.aws is also served by publicECR: true (line 1); one hosts.toml per host, so remove the mirror or set publicECR: false`}},
 		{"mirror of itself", "mirrors:\n  - upstream: " + euwest + "\n    ecr: " + euwest + "/docker-hub\n",
 			[]string{`config.yaml:3: mirrors[0]: upstream and ecr are the same host`}},
 		{"mirror partition mismatch", "awsECR:\n  roleArn: arn:aws:iam::111122223333:role/r\nmirrors:\n  - upstream: docker.io\n    ecr: " + cn + "/docker-hub\n",
@@ -270,7 +272,11 @@ func badCases(dir string) []badCase {
 		{"learnRegistries not bool", "learnRegistries: yes please\n",
 			[]string{`config.yaml:1: learnRegistries: expected true or false, got the string "yes please"`}},
 		{"metricsAddress no port", "metricsAddress: 127.0.0.1\n",
-			[]string{`config.yaml:1: metricsAddress: "127.0.0.1" is not host:port`}},
+			[]string{`config.yaml:1: metricsAddress: "127.0.0.1" is not host:port (e.g. 127.0.0.1:9469, [::1]:9469, :9469): missing port in address`}},
+		{"metricsAddress nonsense", "metricsAddress: nonsense\n",
+			[]string{`config.yaml:1: metricsAddress: "nonsense" is not host:port (e.g. 127.0.0.1:9469, [::1]:9469, :9469): missing port in address`}},
+		{"metricsAddress too many colons", "metricsAddress: \"::1:9100\"\n",
+			[]string{`metricsAddress: "::1:9100" is not host:port (e.g. 127.0.0.1:9469, [::1]:9469, :9469): too many colons in address`}},
 		{"metricsAddress bad port", "metricsAddress: 127.0.0.1:99999\n",
 			[]string{`config.yaml:1: metricsAddress: "127.0.0.1:99999": port "99999" is not a number from 0 to 65535`}},
 		{"repeated key", "socket: /a\nsocket: /b\n",
@@ -284,7 +290,9 @@ func badCases(dir string) []badCase {
 		{"registries not a list", "registries: " + useast + "\n",
 			[]string{`config.yaml:1: registries: expected a list of registry hosts`}},
 		{"invalid registry", "registries:\n  - " + useast + "\n  - ghcr.io\n",
-			[]string{`config.yaml:3: registries[1]: invalid registry "ghcr.io"`}},
+			[]string{`config.yaml:3: registries[1]: invalid registry "ghcr.io": not an Amazon ECR registry host (expected <12-digit account>.dkr.ecr.<region>.amazonaws.com; for ECR Public set publicECR: true instead)`}},
+		{"invalid registry empty", "registries:\n  - \"\"\n",
+			[]string{`(expected <12-digit account>.dkr.ecr.<region>.amazonaws.com; for ECR Public set publicECR: true instead)`}},
 		{"registry with path", "registries:\n  - " + useast + "/app\n",
 			[]string{`config.yaml:2: registries[0]: "` + useast + `/app": write the registry host only`}},
 		{"registry number", "registries:\n  - 5\n",
@@ -352,8 +360,12 @@ func TestLoad(t *testing.T) {
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "config.yaml")
 	_, err := Load(missing)
-	if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "config file "+missing+" not found; create it (see packaging default) or pass --config") {
-		t.Errorf("missing file: %v", err)
+	want := "config file " + missing + " not found: create it (the packages install a default at /etc/ecr-node-auth/config.yaml) or pass --config with an existing file"
+	if !errors.Is(err, ErrNotFound) || err.Error() != want {
+		t.Errorf("missing file: %v\nwant %s", err, want)
+	}
+	if msg := (notFoundError{DefaultPath}).Error(); strings.Count(msg, DefaultPath) != 1 || !strings.Contains(msg, "--config PATH") {
+		t.Errorf("missing default file: %s", msg)
 	}
 	if err := os.WriteFile(missing, []byte("registries: []\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -15,6 +15,9 @@ import (
 type decoder struct {
 	name string
 	errs []error
+	// publicLine is the line of publicECR: true (0 when not set), for the
+	// mirror check that needs it.
+	publicLine int
 }
 
 func (d *decoder) errf(n *yaml.Node, format string, args ...any) {
@@ -71,7 +74,12 @@ func (d *decoder) decode(data []byte, c *Config) {
 			c.SocketGID = gid
 		},
 		"learnRegistries": d.boolean("learnRegistries", &c.LearnRegistries),
-		"publicECR":       d.boolean("publicECR", &c.PublicECR),
+		"publicECR": func(n *yaml.Node) {
+			d.boolean("publicECR", &c.PublicECR)(n)
+			if c.PublicECR {
+				d.publicLine = n.Line
+			}
+		},
 		"metricsAddress": func(n *yaml.Node) {
 			if n.Kind == yaml.ScalarNode && n.Tag == "!!str" && n.Value == "" {
 				c.MetricsAddress = "" // an explicit "" turns the server off
@@ -231,7 +239,7 @@ func (d *decoder) registry(n *yaml.Node, path string) (Registry, bool) {
 	}
 	h, err := ecrhost.Parse(host)
 	if err != nil {
-		d.errf(hostNode, "%s: invalid registry %v", path, err)
+		d.errf(hostNode, "%s: invalid registry %v", path, privateOnly(err))
 		return r, false
 	}
 	if h.Public {
@@ -334,6 +342,15 @@ func (d *decoder) mirror(n *yaml.Node, path string) (Mirror, bool) {
 	return m, true
 }
 
+// privateExpected replaces ecrhost.Expected where only private registries
+// are accepted (registries, mirrors[].ecr): public.ecr.aws is refused there.
+const privateExpected = "expected <12-digit account>.dkr.ecr.<region>.amazonaws.com; for ECR Public set publicECR: true instead"
+
+// privateOnly is err's text with the private form only.
+func privateOnly(err error) string {
+	return strings.ReplaceAll(err.Error(), ecrhost.Expected, privateExpected)
+}
+
 // checkUpstream accepts a registry host as written in image references.
 // containerd looks up certs.d/<host> by that name, so it must be exact.
 func checkUpstream(s string) error {
@@ -355,7 +372,7 @@ func parseMirrorECR(s string) (ecrhost.Host, string, error) {
 	prefix = strings.TrimSuffix(prefix, "/")
 	h, err := ecrhost.Parse(host)
 	if err != nil {
-		return ecrhost.Host{}, "", fmt.Errorf("invalid ECR host %v", err)
+		return ecrhost.Host{}, "", fmt.Errorf("invalid ECR host %v", privateOnly(err))
 	}
 	if h.Public {
 		return ecrhost.Host{}, "", fmt.Errorf("%q: a pull-through cache lives in a private ECR registry (<account>.dkr.ecr.<region>.amazonaws.com), not in ECR Public", s)
@@ -372,7 +389,8 @@ func parseMirrorECR(s string) (ecrhost.Host, string, error) {
 }
 
 // checkMirrors refuses a mirror whose upstream is also a configured
-// registry: both would need the same certs.d/<host>/hosts.toml.
+// registry, or public.ecr.aws with publicECR: both would need the same
+// certs.d/<host>/hosts.toml.
 func (d *decoder) checkMirrors(c *Config) {
 	regs := map[string]int{}
 	for _, r := range c.Registries {
@@ -382,6 +400,10 @@ func (d *decoder) checkMirrors(c *Config) {
 		if line, ok := regs[m.Upstream]; ok {
 			d.errs = append(d.errs, fmt.Errorf("%s:%d: mirrors[%d]: upstream %s is also in registries (line %d); one hosts.toml per host, so remove one of them",
 				d.name, m.Line, i, m.Upstream, line))
+		}
+		if c.PublicECR && m.Upstream == ecrhost.PublicHost {
+			d.errs = append(d.errs, fmt.Errorf("%s:%d: mirrors[%d]: upstream %s is also served by publicECR: true (line %d); one hosts.toml per host, so remove the mirror or set publicECR: false",
+				d.name, m.Line, i, m.Upstream, d.publicLine))
 		}
 	}
 }

@@ -72,10 +72,13 @@ const DefaultTimeout = 10 * time.Second
 
 // Usage is printed on stderr for an unknown verb.
 const Usage = `usage: docker-credential-ecr-node-auth get|list|store|erase
-   or: ecr-node-auth credential-helper get|list|store|erase
-A docker credential helper for Amazon ECR: get answers from the ecr-node-auth daemon
-($ECR_NODE_AUTH_SOCKET, default /run/ecr-node-auth/auth.sock); store and erase are
-accepted and ignored. Configure it per ECR registry in ~/.docker/config.json:
+   or: ecr-node-auth credential-helper [--config PATH] [--socket PATH] get|list|store|erase
+A docker credential helper for Amazon ECR. get asks the ecr-node-auth daemon; when no
+daemon answers, it fetches the token directly from AWS with the config's identity. The
+socket is --socket, else $ECR_NODE_AUTH_SOCKET, else the config's socket, else
+/run/ecr-node-auth/auth.sock. Nothing is stored: store for an ECR host and erase are
+accepted and ignored (exit 0); store for another registry exits 1, as the helper is
+then set as "credsStore" by mistake. Configure it per ECR registry in ~/.docker/config.json:
   {"credHelpers": {"111122223333.dkr.ecr.us-east-1.amazonaws.com": "ecr-node-auth"}}
 `
 

@@ -62,7 +62,7 @@ func (r *run) checkConfig() {
 	if cfg.STSRegion != "" {
 		region = "STS region " + cfg.STSRegion + " (from " + cfg.STSRegionFrom + ")"
 	}
-	r.ok("config", fmt.Sprintf("%s: %d registries, %s, %s", cfg.Path, len(cfg.Registries), who, region))
+	r.ok("config", fmt.Sprintf("%s: %s, %s, %s", cfg.Path, plural(len(cfg.Registries), "registry", "registries"), who, region))
 }
 
 // 2. token file
@@ -270,7 +270,7 @@ func (r *run) checkCertsDir() {
 	st, err := os.Stat(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		r.fail(name, dir+" does not exist", "create it (`mkdir -p "+dir+"`) or start the daemon, which creates it; containerd's config_path must name it")
+		r.fail(name, dir+" does not exist", "create it: `mkdir -p "+dir+"` (the deb and rpm packages create /etc/containerd/certs.d); containerd's config_path must name it")
 		return
 	case errors.Is(err, syscall.ENOTDIR) || (err == nil && !st.IsDir()):
 		r.fail(name, dir+" is not a directory", "remove what is at "+dir+" and create a directory there (`mkdir -p "+dir+"`), or set containerd.certsDir to a directory")
@@ -430,12 +430,24 @@ func (r *run) checkContainerdConfig() {
 		return
 	}
 	for _, p := range rep.Problems {
+		fix := r.setupCommand(p.Fix)
 		if p.Severity == containerdconfig.Error {
-			r.fail(name, p.Message, p.Fix)
+			r.fail(name, p.Message, fix)
 		} else {
-			r.warn(name, p.Message, p.Fix)
+			r.warn(name, p.Message, fix)
 		}
 	}
+}
+
+// setupCommand makes each `ecr-node-auth setup-containerd` in fix read the
+// config doctor was given: without it setup-containerd would take the certs
+// dir and containerd config of the default file.
+func (r *run) setupCommand(fix string) string {
+	if r.o.ConfigPath == "" || filepath.Clean(r.o.ConfigPath) == config.DefaultPath {
+		return fix
+	}
+	return strings.ReplaceAll(fix, "`ecr-node-auth setup-containerd`",
+		"`ecr-node-auth setup-containerd --config "+shellQuote(r.o.ConfigPath)+"`")
 }
 
 // 7. the CRI socket, and 8. a pull with no credentials
@@ -553,6 +565,7 @@ func (r *run) pull(ctx context.Context, images runtimeapi.ImageServiceClient) {
 		fix = "containerd did not send the hosts.toml credentials: its config_path must include " + certs +
 			" (`ecr-node-auth setup-containerd`, then restart containerd), " + filepath.Join(certs, "<host>", "hosts.toml") +
 			" must be current (lines above), and the image's registry must be in ecr-node-auth's registries"
+		fix = r.setupCommand(fix)
 	case containsAny(msg, "403 Forbidden", "denied: "):
 		detail = "access denied to the repository: " + msg
 		fix = "allow ecr:BatchGetImage and ecr:GetDownloadUrlForLayer on the repository to the node's identity (AmazonEC2ContainerRegistryReadOnly, and the repository policy)"
@@ -607,4 +620,20 @@ func short(d time.Duration) string {
 		s = strings.TrimSuffix(s, "0m")
 	}
 	return s
+}
+
+// shellQuote quotes s for a shell command line when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+=:,@") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// plural is "1 <one>" or "<n> <many>".
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ecr-node-auth/ecr-node-auth/cri"
+	"github.com/ecr-node-auth/ecr-node-auth/daemon/config"
 	"github.com/ecr-node-auth/ecr-node-auth/tests/fakeaws"
 )
 
@@ -153,7 +154,7 @@ func TestRun(t *testing.T) {
 		{
 			name: "healthy node but no containerd",
 			want: []want{
-				{name: "config", status: OK, detail: "1 registries, web identity for " + testRole},
+				{name: "config", status: OK, detail: ": 1 registry, web identity for " + testRole},
 				{name: "token file", status: OK, detail: "aud=sts.amazonaws.com sub=system:serviceaccount:"},
 				{name: "aws identity", status: OK, detail: "assumed " + testRole + " with web identity at http://127.0.0.1:"},
 				{name: "ecr us-east-1", status: OK, detail: "GetAuthorizationToken at http://127.0.0.1:"},
@@ -273,7 +274,7 @@ func TestRun(t *testing.T) {
 			name:    "certs dir missing",
 			prepare: func(n *node) { os.RemoveAll(n.certsDir) },
 			want: []want{
-				{name: "certs dir", status: Fail, detail: "does not exist", fix: "mkdir -p " + "CERTS"},
+				{name: "certs dir", status: Fail, detail: "does not exist", fix: "`mkdir -p CERTS` (the deb and rpm packages create /etc/containerd/certs.d)"},
 				{name: "hosts.toml " + hostUSE1, status: Fail, detail: "is missing"},
 			},
 			failed: true,
@@ -333,7 +334,7 @@ func TestRun(t *testing.T) {
 		{
 			name:    "containerd config without config_path",
 			prepare: func(n *node) { n.writeContainerd("version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\n") },
-			want:    []want{{name: "containerd config", status: Fail, detail: "sets no config_path", fix: "ecr-node-auth setup-containerd"}},
+			want:    []want{{name: "containerd config", status: Fail, detail: "sets no config_path", fix: "`ecr-node-auth setup-containerd --config CONFIG`"}},
 			failed:  true,
 		},
 		{
@@ -393,7 +394,7 @@ func TestRun(t *testing.T) {
 					t.Errorf("no %q result in %+v", w.name, rs)
 					continue
 				}
-				fix := strings.ReplaceAll(w.fix, "CERTS", n.certsDir)
+				fix := strings.NewReplacer("CERTS", n.certsDir, "CONFIG", n.configFile()).Replace(w.fix)
 				if r.Status != w.status || !strings.Contains(r.Detail, w.detail) || !strings.Contains(r.Fix, fix) {
 					t.Errorf("%s = %s %q fix %q\nwant %s, detail with %q, fix with %q", w.name, r.Status, r.Detail, r.Fix, w.status, w.detail, fix)
 				}
@@ -423,6 +424,27 @@ func TestShort(t *testing.T) {
 	for d, want := range map[time.Duration]string{10 * time.Second: "10s", time.Minute: "1m", 90 * time.Minute: "1h30m", 12 * time.Hour: "12h", -5 * time.Second: "5s"} {
 		if got := short(d); got != want {
 			t.Errorf("short(%v) = %q, want %q", d, got, want)
+		}
+	}
+}
+
+// TestSetupCommand: setup-containerd hints carry doctor's --config unless it
+// is the default (setup-containerd reads that one itself).
+func TestSetupCommand(t *testing.T) {
+	fix := "run `ecr-node-auth setup-containerd` (sets config_path = \"/x\")"
+	tests := []struct {
+		config, want string
+	}{
+		{"", fix},
+		{config.DefaultPath, fix},
+		{"/etc/ecr-node-auth/../ecr-node-auth/config.yaml", fix},
+		{"/tmp/c.yaml", "run `ecr-node-auth setup-containerd --config /tmp/c.yaml` (sets config_path = \"/x\")"},
+		{"/tmp/my config.yaml", "run `ecr-node-auth setup-containerd --config '/tmp/my config.yaml'` (sets config_path = \"/x\")"},
+	}
+	for _, tt := range tests {
+		r := &run{o: Options{ConfigPath: tt.config}}
+		if got := r.setupCommand(fix); got != tt.want {
+			t.Errorf("ConfigPath %q: %s\nwant %s", tt.config, got, tt.want)
 		}
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"io"
 	"strings"
 	"time"
+
+	"github.com/ecr-node-auth/ecr-node-auth/daemon/api"
 )
 
 // The kubelet's CredentialProviderConfig that PrintConfig writes.
@@ -31,9 +33,10 @@ const (
 )
 
 // DefaultAnnotationKeys are the service-account annotations the kubelet passes
-// to the plugin in KEP-4412 mode: the role for image pulls, else the IRSA role.
+// to the plugin in KEP-4412 mode: exactly the ones the daemon honours
+// (api.RoleAnnotations), in its order of precedence.
 func DefaultAnnotationKeys() []string {
-	return []string{"eks.amazonaws.com/ecr-role-arn", "eks.amazonaws.com/role-arn"}
+	return api.RoleAnnotations()
 }
 
 // ConfigOptions shape PrintConfig's output. The zero value prints the plain

@@ -226,7 +226,7 @@ func TestPrintConfig(t *testing.T) {
 				ServiceAccountTokenAudience:          "sts.amazonaws.com",
 				RequireServiceAccount:                &f,
 				CacheType:                            kubeletconfigv1.TokenServiceAccountTokenCacheType,
-				OptionalServiceAccountAnnotationKeys: []string{"eks.amazonaws.com/ecr-role-arn", "eks.amazonaws.com/role-arn"},
+				OptionalServiceAccountAnnotationKeys: []string{"eks.amazonaws.com/ecr-role-arn", "eks.amazonaws.com/role-arn", "ecr-node-auth.io/role-arn"},
 			}
 			if got, _ := json.Marshal(p.TokenAttributes); string(got) != string(must(json.Marshal(want))) {
 				t.Errorf("tokenAttributes %s", got)

@@ -56,7 +56,7 @@ func TestDemo(t *testing.T) {
 	for _, want := range []*regexp.Regexp{
 		regexp.MustCompile(`(?m)^\s*REGISTRY\s+EXPIRES IN\s+LAST REFRESH\s+NEXT REFRESH\s+ERROR$`),
 		regexp.MustCompile(`(?m)^\s*111122223333\.dkr\.ecr\.us-east-1\.amazonaws\.com\s+(1[12]h|11h\d+m\d+s)\s+\S+ ago\s+\S+\s+-$`),
-		regexp.MustCompile(`serving 1 registries`),
+		regexp.MustCompile(`serving 1 registry`),
 		regexp.MustCompile(`identity: web-identity role=arn:aws:iam::111122223333:role/`),
 		regexp.MustCompile(`(?m)^\s*# Managed by ecr-node-auth\.`),
 		regexp.MustCompile(`(?m)^\s*server = "https://127\.0\.0\.1:\d+"$`),

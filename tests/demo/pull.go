@@ -70,7 +70,11 @@ func (d *demo) pullStep() error {
 			return fmt.Errorf("the registry saw %s %s (status %d) without the token the daemon wrote", r.Method, r.Path, r.Status)
 		}
 	}
-	d.say("   containerd made %d registry requests, each carrying the token the daemon wrote.", len(reqs))
+	if len(reqs) == 1 {
+		d.say("   containerd made 1 registry request, carrying the token the daemon wrote.")
+	} else {
+		d.say("   containerd made %d registry requests, each carrying the token the daemon wrote.", len(reqs))
+	}
 	c.stop()
 	d.say("   containerd stopped.")
 	return nil

@@ -221,8 +221,10 @@ func TestDoctor(t *testing.T) {
 				}
 			}
 			ctrCfg := w.writeFile("containerd-no-config-path.toml", strings.Join(kept, "\n"))
-			r := runDoctor(t, d, w.doctorConfig("no-config-path", td.Path(), func(c *harness.DaemonConfig) { c.ContainerdConfig = ctrCfg }))
-			r.mustFail(t, "containerd config", "config_path", "run `ecr-node-auth setup-containerd`")
+			cfg := w.doctorConfig("no-config-path", td.Path(), func(c *harness.DaemonConfig) { c.ContainerdConfig = ctrCfg })
+			r := runDoctor(t, d, cfg)
+			// The fix names doctor's own --config, so setup-containerd edits the same files.
+			r.mustFail(t, "containerd config", "config_path", "run `ecr-node-auth setup-containerd --config "+cfg+"`")
 		})
 
 		t.Run("conflicting inline mirrors", func(t *testing.T) {
@@ -269,8 +271,9 @@ func TestDoctor(t *testing.T) {
 			if err := harness.WriteHostsFile(other, ecrHost, harness.HostsFile{Endpoint: w.reg.URL(), CA: w.reg.CAFile()}); err != nil {
 				t.Fatal(err)
 			}
-			r := runDoctor(t, d, w.doctorConfig("other-certs", td.Path(), func(c *harness.DaemonConfig) { c.ContainerdConfig = ctr2.ConfigFile }), "--pull", imageRef)
-			r.mustFail(t, "containerd config", "does not include the certs dir "+w.certsDir, "run `ecr-node-auth setup-containerd`")
+			cfg := w.doctorConfig("other-certs", td.Path(), func(c *harness.DaemonConfig) { c.ContainerdConfig = ctr2.ConfigFile })
+			r := runDoctor(t, d, cfg, "--pull", imageRef)
+			r.mustFail(t, "containerd config", "does not include the certs dir "+w.certsDir, "run `ecr-node-auth setup-containerd --config "+cfg+"`")
 			if res := r.mustStatus(t, "cri", "ok", "warn"); !strings.Contains(res.Detail, ctr2.Socket) {
 				t.Errorf("cri did not use the second containerd's [grpc] address %s: %s", ctr2.Socket, res.Detail)
 			}

@@ -25,8 +25,11 @@ const (
 	maxLabel = 63
 )
 
-// expected is appended to "not an ECR host" errors so the user sees a valid form.
-const expected = "expected <12-digit account>.dkr.ecr.<region>.amazonaws.com or public.ecr.aws"
+// Expected is appended, in parentheses, to "not an ECR host" errors so the
+// user sees a valid form. Callers that accept only private hosts replace it.
+const Expected = "expected <12-digit account>.dkr.ecr.<region>.amazonaws.com or public.ecr.aws"
+
+const expected = Expected
 
 // partitionInfo holds what Parse and Endpoint need to know of one AWS partition.
 type partitionInfo struct {
