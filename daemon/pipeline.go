@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ecr-node-auth/ecr-node-auth/daemon/config"
+	"github.com/ecr-node-auth/ecr-node-auth/daemon/logging"
 	"github.com/ecr-node-auth/ecr-node-auth/tokens"
 	"github.com/ecr-node-auth/ecr-node-auth/tokens/ecrhost"
 	"github.com/ecr-node-auth/ecr-node-auth/tokens/identity"
@@ -117,7 +118,10 @@ func NewAWSIdentity(ctx context.Context, cfg *config.Config, log *zap.Logger, ap
 	if log == nil {
 		log = zap.NewNop()
 	}
-	loadOpts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRetryMaxAttempts(sdkRetryMaxAttempts)}
+	// The SDK's lines go through log, never raw to stderr; ClientLogMode stays 0
+	// (no request or response bodies, so no secret, reach the logger).
+	loadOpts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRetryMaxAttempts(sdkRetryMaxAttempts),
+		awsconfig.WithLogger(logging.SDK(log))}
 	if len(apiOpts) > 0 {
 		loadOpts = append(loadOpts, awsconfig.WithAPIOptions(apiOpts))
 	}

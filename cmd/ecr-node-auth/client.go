@@ -8,6 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
 	"github.com/ecr-node-auth/ecr-node-auth/daemon/api"
 	"github.com/ecr-node-auth/ecr-node-auth/daemon/config"
 	"github.com/ecr-node-auth/ecr-node-auth/daemon/direct"
@@ -99,7 +102,10 @@ func (s *credSource) fallback(ctx context.Context, host ecrhost.Host, daemonErr 
 	}
 	cfg, err := s.fallbackConfig()
 	if err == nil {
-		req := direct.Request{Host: host, Config: cfg}
+		// The SDK's warnings (e.g. an IMDS fallback) go to stderr as log
+		// lines; its debug lines are dropped.
+		req := direct.Request{Host: host, Config: cfg, Log: zap.New(zapcore.NewCore(
+			zapcore.NewConsoleEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(s.stderr), zapcore.WarnLevel))}
 		if role != "" {
 			req.RoleARN, req.ServiceAccountToken = role, token
 		}

@@ -32,9 +32,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/ecr"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"go.uber.org/zap"
 
 	"github.com/ecr-node-auth/ecr-node-auth/daemon/config"
 	"github.com/ecr-node-auth/ecr-node-auth/daemon/kubeletplugin/lookup"
+	"github.com/ecr-node-auth/ecr-node-auth/daemon/logging"
 	"github.com/ecr-node-auth/ecr-node-auth/tokens"
 	"github.com/ecr-node-auth/ecr-node-auth/tokens/ecrhost"
 	"github.com/ecr-node-auth/ecr-node-auth/tokens/identity"
@@ -66,6 +68,8 @@ type Request struct {
 	// SessionName is the STS role session name; default
 	// identity.SessionName(hostname).
 	SessionName string
+	// Log receives the AWS SDK's own lines (see logging.SDK); nil drops them.
+	Log *zap.Logger
 }
 
 // Fetch returns the credential for r.Host. Errors describe what failed (the
@@ -112,7 +116,9 @@ func newFetcher(ctx context.Context, r Request) (*fetcher, error) {
 	if r.RoleARN != "" {
 		roleARN = r.RoleARN
 	}
-	opts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRetryMaxAttempts(1)}
+	// ClientLogMode stays 0: no request or response bodies reach the logger.
+	sdkLog := logging.SDK(r.Log)
+	opts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRetryMaxAttempts(1), awsconfig.WithLogger(sdkLog)}
 	if f.cfg.STSRegion != "" {
 		opts = append(opts, awsconfig.WithRegion(f.cfg.STSRegion))
 	}
@@ -127,6 +133,7 @@ func newFetcher(ctx context.Context, r Request) (*fetcher, error) {
 			o.Client = imds.New(imds.Options{
 				Retryer:    aws.NopRetryer{},
 				HTTPClient: &http.Client{Timeout: IMDSTimeout},
+				Logger:     sdkLog,
 			})
 		}))
 	}
