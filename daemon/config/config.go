@@ -6,8 +6,10 @@
 package config
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
@@ -302,6 +304,21 @@ func checkHostPort(s string) error {
 	return nil
 }
 
+// checkCertsDir: an absolute directory, not the root (containerd reads
+// <certsDir>/<host>/hosts.toml); it may not exist yet (the first write makes it).
+func checkCertsDir(p string) error {
+	if err := checkAbs(p); err != nil {
+		return err
+	}
+	if filepath.Clean(p) == "/" {
+		return fmt.Errorf("%q is the filesystem root; use containerd's certs dir, e.g. %s", p, DefaultCertsDir)
+	}
+	if st, err := os.Stat(p); err == nil && !st.IsDir() {
+		return fmt.Errorf("%q is not a directory; use containerd's certs dir, e.g. %s", p, DefaultCertsDir)
+	}
+	return nil
+}
+
 func checkCA(p string) error {
 	if err := checkAbs(p); err != nil {
 		return err
@@ -318,8 +335,19 @@ func checkCA(p string) error {
 	if !st.Mode().IsRegular() {
 		return fmt.Errorf("CA file %s is not a regular file", p)
 	}
+	// containerd would only fail the TLS handshake later, with a vaguer error.
+	data, err := io.ReadAll(io.LimitReader(f, maxCABytes))
+	if err != nil {
+		return fmt.Errorf("CA file %s cannot be read: %w", p, err)
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(data) {
+		return fmt.Errorf("CA file %s holds no PEM certificate (-----BEGIN CERTIFICATE-----)", p)
+	}
 	return nil
 }
+
+// maxCABytes bounds how much of a CA file is read: bundles are far smaller.
+const maxCABytes = 4 << 20
 
 func (d *decoder) resolveRegion(c *Config, envRegion string) {
 	switch {

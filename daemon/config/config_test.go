@@ -1,12 +1,19 @@
 package config
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 const (
@@ -15,9 +22,24 @@ const (
 	cn     = "111122223333.dkr.ecr.cn-north-1.amazonaws.com.cn"
 )
 
+// writeCA writes a self-signed CA certificate (PEM) to path.
+func writeCA(path string) error {
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+}
+
 func TestParseGood(t *testing.T) {
 	ca := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(ca, []byte("pem"), 0o600); err != nil {
+	if err := writeCA(ca); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -203,10 +225,20 @@ type badCase struct {
 // gets a ca.pem). They seed FuzzParseConfig too.
 func badCases(dir string) []badCase {
 	caFile := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(caFile, []byte("pem"), 0o600); err != nil {
+	if err := writeCA(caFile); err != nil {
+		panic(err)
+	}
+	notPEM := filepath.Join(dir, "hostname")
+	if err := os.WriteFile(notPEM, []byte("node-1\n"), 0o600); err != nil {
 		panic(err)
 	}
 	return []badCase{
+		{"certs dir is root", "containerd:\n  certsDir: /\n",
+			[]string{`config.yaml:2: containerd.certsDir: "/" is the filesystem root`}},
+		{"certs dir is a file", "containerd:\n  certsDir: " + notPEM + "\n",
+			[]string{`config.yaml:2: containerd.certsDir: "` + notPEM + `" is not a directory`}},
+		{"ca not PEM", "registries:\n  - host: " + useast + "\n    endpoint: https://h\n    ca: " + notPEM + "\n",
+			[]string{`config.yaml:4: registries[0].ca: CA file ` + notPEM + ` holds no PEM certificate`}},
 		{"unknown top key", "socket: /tmp/s\nregsitries: []\n",
 			[]string{`config.yaml:2: unknown key "regsitries" (known: awsECR, containerd, identity, learnRegistries, log, metricsAddress, mirrors, publicECR, registries, socket, socketGroup)`}},
 		{"unknown nested key", "awsECR:\n  roleARN: x\n",

@@ -55,7 +55,7 @@ func (d *decoder) decode(data []byte, c *Config) {
 		},
 		"containerd": func(n *yaml.Node) {
 			d.mapping(n, "containerd", map[string]func(*yaml.Node){
-				"certsDir":   d.str("containerd.certsDir", &c.Containerd.CertsDir, checkAbs),
+				"certsDir":   d.str("containerd.certsDir", &c.Containerd.CertsDir, checkCertsDir),
 				"configFile": d.str("containerd.configFile", &c.Containerd.ConfigFile, checkAbs),
 			})
 		},
