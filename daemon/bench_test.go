@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ecr-node-auth/ecr-node-auth/daemon/api"
+	"github.com/ecr-node-auth/ecr-node-auth/tests/fakeaws"
 )
 
 // BenchmarkSocketLookup measures GET /v1/credentials for a configured host
@@ -30,8 +31,7 @@ import (
 // as the server, on the same 2 cores).
 func BenchmarkSocketLookup(b *testing.B) {
 	h := newHarness(b, "["+host1+"]")
-	srv, calls := countingECR(b, "bench-PASSWORD")
-	b.Setenv("AWS_ENDPOINT_URL_ECR", srv.URL)
+	f := h.useFakeAWS()
 	h.start()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -56,7 +56,7 @@ func BenchmarkSocketLookup(b *testing.B) {
 		}
 		defer tr.CloseIdleConnections()
 		hc := &http.Client{Transport: tr}
-		runLookups(b, calls, func() (func() error, func()) {
+		runLookups(b, f, func() (func() error, func()) {
 			req, _ := http.NewRequest(http.MethodGet, "http://ecr-node-auth"+target, nil)
 			return func() error {
 				resp, err := hc.Do(req)
@@ -73,7 +73,7 @@ func BenchmarkSocketLookup(b *testing.B) {
 		})
 	})
 	b.Run("raw", func(b *testing.B) {
-		runLookups(b, calls, func() (func() error, func()) {
+		runLookups(b, f, func() (func() error, func()) {
 			conn, err := net.Dial("unix", h.sock)
 			if err != nil {
 				return func() error { return err }, func() {}
@@ -129,10 +129,10 @@ func readAnswer(br *bufio.Reader) (int, error) {
 }
 
 // runLookups runs newClient's lookups in parallel and reports the figures.
-func runLookups(b *testing.B, calls interface{ Load() int64 }, newClient func() (lookup func() error, done func())) {
+func runLookups(b *testing.B, f *fakeaws.Fake, newClient func() (lookup func() error, done func())) {
 	var mu sync.Mutex
 	var lat []time.Duration
-	before := calls.Load()
+	before := ecrCalls(f)
 	b.ReportAllocs()
 	b.ResetTimer()
 	cpu0 := cpuTime()
@@ -166,7 +166,7 @@ func runLookups(b *testing.B, calls interface{ Load() int64 }, newClient func() 
 	b.ReportMetric(pct(0.50), "p50-µs")
 	b.ReportMetric(pct(0.99), "p99-µs")
 	b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "lookups/s")
-	b.ReportMetric(float64(calls.Load()-before)/float64(len(lat)), "aws-calls/lookup")
+	b.ReportMetric(float64(ecrCalls(f)-before)/float64(len(lat)), "aws-calls/lookup")
 	// CPU of this process (server and client together) per lookup: on a
 	// shared, loaded machine it shows the capacity that wall-clock figures
 	// hide (2 cores / cpu-µs = lookups/s at most).

@@ -6,19 +6,17 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ecr-node-auth/ecr-node-auth/daemon/api"
 	"github.com/ecr-node-auth/ecr-node-auth/daemon/logging"
 	"github.com/ecr-node-auth/ecr-node-auth/daemon/notify/notifytest"
+	"github.com/ecr-node-auth/ecr-node-auth/tests/fakeaws"
 )
 
 type syncBuffer struct {
@@ -215,28 +213,49 @@ func TestSocketInUse(t *testing.T) {
 	h.status() // the first one still answers
 }
 
-// fakeECR answers GetAuthorizationToken with a 12 h token.
-func fakeECR(t *testing.T, password string) *httptest.Server {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !strings.HasSuffix(r.Header.Get("X-Amz-Target"), ".GetAuthorizationToken") {
-			http.Error(w, "unexpected", 400)
-			return
+// useFakeAWS starts a fake AWS that knows offlineAWS's key pair and points
+// the daemon's ECR, ECR Public and STS endpoints at it. It comes after
+// newHarness, whose offlineAWS clears those endpoints.
+func (h *harness) useFakeAWS() *fakeaws.Fake {
+	h.t.Helper()
+	f, err := fakeaws.New(fakeaws.Options{})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(f.Close)
+	f.AddStaticCredentials("AKIDTEST", "secretkeytest", "", time.Time{})
+	for k, v := range f.Env() {
+		h.t.Setenv(k, v)
+	}
+	return f
+}
+
+// basicHeader is the hosts.toml line that carries an ECR password.
+func basicHeader(password string) string {
+	return `Authorization = ["Basic ` + base64.StdEncoding.EncodeToString([]byte("AWS:"+password)) + `"]`
+}
+
+// noSecretIn fails t if any secret f issued (at least one ECR password
+// among them) appears in one of texts.
+func noSecretIn(t testing.TB, f *fakeaws.Fake, what string, texts ...string) {
+	t.Helper()
+	if len(f.ECRTokens()) == 0 {
+		t.Fatalf("the fake issued no ECR token: nothing to look for in %s", what)
+	}
+	for _, s := range f.SecretsWithKind() {
+		for _, text := range texts {
+			if strings.Contains(text, s.Value) {
+				t.Fatalf("a secret (%s) the fake issued leaked into %s", s.Kind, what)
+			}
 		}
-		tok := base64.StdEncoding.EncodeToString([]byte("AWS:" + password))
-		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
-		fmt.Fprintf(w, `{"authorizationData":[{"authorizationToken":%q,"expiresAt":%d,"proxyEndpoint":"https://x"}]}`,
-			tok, time.Now().Add(12*time.Hour).Unix())
-	}))
-	t.Cleanup(srv.Close)
-	return srv
+	}
 }
 
 func TestRegistriesAddedAndRemovedOnReload(t *testing.T) {
-	const password = "ecr-PASSWORD-never-in-status"
 	const host1 = "111122223333.dkr.ecr.us-east-1.amazonaws.com"
 	const host2 = "444455556666.dkr.ecr.eu-west-1.amazonaws.com"
 	h := newHarness(t, "["+host1+"]")
-	t.Setenv("AWS_ENDPOINT_URL_ECR", fakeECR(t, password).URL)
+	f := h.useFakeAWS()
 	h.start()
 
 	st := h.waitStatus("serving 1 registry", func(st api.Status) bool {
@@ -247,8 +266,8 @@ func TestRegistriesAddedAndRemovedOnReload(t *testing.T) {
 	}
 	file1 := filepath.Join(h.certs, host1, "hosts.toml")
 	b, err := os.ReadFile(file1)
-	if err != nil || !strings.Contains(string(b), "Authorization = [\"Basic ") {
-		t.Fatalf("hosts.toml: %v\n%s", err, b)
+	if toks := f.ECRTokens(); err != nil || len(toks) != 1 || toks[0].Region != "us-east-1" || !strings.Contains(string(b), basicHeader(toks[0].Password)) {
+		t.Fatalf("hosts.toml does not carry the one token issued in us-east-1: %v\n%s", err, b)
 	}
 
 	// Deleted file is re-created by the reconcile.
@@ -275,11 +294,7 @@ func TestRegistriesAddedAndRemovedOnReload(t *testing.T) {
 	}
 
 	raw, _ := json.Marshal(h.status())
-	for _, secret := range []string{password, base64.StdEncoding.EncodeToString([]byte("AWS:" + password))} {
-		if strings.Contains(string(raw), secret) || strings.Contains(h.logs.String(), secret) {
-			t.Fatalf("secret leaked into status or logs")
-		}
-	}
+	noSecretIn(t, f, "status or logs", string(raw), h.logs.String())
 	h.stop()
 }
 
@@ -305,7 +320,7 @@ func TestWatchdogFromMainLoop(t *testing.T) {
 func TestIdentityRebuiltOnReload(t *testing.T) {
 	const host = "111122223333.dkr.ecr.us-east-1.amazonaws.com"
 	h := newHarness(t, "["+host+"]")
-	t.Setenv("AWS_ENDPOINT_URL_ECR", fakeECR(t, "pw-rebuild").URL)
+	h.useFakeAWS()
 	h.start()
 	h.waitStatus("serving", func(st api.Status) bool { return st.Ready })
 
@@ -328,7 +343,7 @@ func TestIdentityRebuiltOnReload(t *testing.T) {
 func TestUnmanagedFileIsReported(t *testing.T) {
 	const host = "111122223333.dkr.ecr.us-east-1.amazonaws.com"
 	h := newHarness(t, "["+host+"]")
-	t.Setenv("AWS_ENDPOINT_URL_ECR", fakeECR(t, "pw-unmanaged").URL)
+	h.useFakeAWS()
 	file := filepath.Join(h.certs, host, "hosts.toml")
 	os.MkdirAll(filepath.Dir(file), 0o755)
 	mine := "server = \"https://mirror.example\"\n"
@@ -380,22 +395,24 @@ func TestReadyWithoutSTS(t *testing.T) {
 func TestMirrorsWrittenRotatedAndRemoved(t *testing.T) {
 	const host1 = "111122223333.dkr.ecr.us-east-1.amazonaws.com"
 	const cacheHost = "444455556666.dkr.ecr.us-east-1.amazonaws.com" // same region: no extra ECR call
-	var password atomic.Value
-	password.Store("first-PASSWORD")
-	srv, calls := rotatingECR(t, &password)
 	h := newHarness(t, "["+host1+"]")
 	h.extra = "mirrors:\n  - upstream: docker.io\n    ecr: " + cacheHost + "/docker-hub\n  - upstream: ghcr.io\n    ecr: " + host1 + "/cache/ghcr\n"
 	h.writeConfig("[" + host1 + "]")
-	t.Setenv("AWS_ENDPOINT_URL_ECR", srv.URL)
+	f := h.useFakeAWS()
 	h.start()
 
 	written := func(s string) bool { return s == "written" || s == "unchanged" }
 	st := h.waitStatus("both mirrors written", func(st api.Status) bool {
 		return st.Ready && len(st.Mirrors) == 2 && written(st.Mirrors[0].FileState) && written(st.Mirrors[1].FileState)
 	})
-	if n := calls.Load(); n != 1 {
+	if n := f.Calls(fakeaws.ActionGetAuthorizationToken); n != 1 {
 		t.Errorf("GetAuthorizationToken called %d times, want 1 (one region)", n)
 	}
+	toks := f.ECRTokens()
+	if len(toks) != 1 || toks[0].Region != "us-east-1" {
+		t.Fatalf("ECR tokens issued: %+v, want one in us-east-1", toks)
+	}
+	first := toks[0].Password
 	m := st.Mirrors[0]
 	if m.Upstream != "docker.io" || m.ECR != cacheHost+"/docker-hub" || m.URL != "https://"+cacheHost+"/v2/docker-hub" || m.File != filepath.Join(h.certs, "docker.io", "hosts.toml") {
 		t.Errorf("mirror status %+v", m)
@@ -408,12 +425,9 @@ func TestMirrorsWrittenRotatedAndRemoved(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(h.certs, cacheHost)); !os.IsNotExist(err) {
 		t.Errorf("a cache-only ECR host got a hosts.toml dir: %v", err)
 	}
-	header := func(pw string) string {
-		return `Authorization = ["Basic ` + base64.StdEncoding.EncodeToString([]byte("AWS:"+pw)) + `"]`
-	}
 	wantIn := func(file, pw string, parts ...string) bool {
 		b, err := os.ReadFile(filepath.Join(h.certs, file, "hosts.toml"))
-		if err != nil || !strings.Contains(string(b), header(pw)) {
+		if err != nil || !strings.Contains(string(b), basicHeader(pw)) {
 			return false
 		}
 		for _, p := range parts {
@@ -423,22 +437,32 @@ func TestMirrorsWrittenRotatedAndRemoved(t *testing.T) {
 		}
 		return true
 	}
-	if !wantIn("docker.io", "first-PASSWORD", `server = "https://registry-1.docker.io"`, `[host."https://`+cacheHost+`/v2/docker-hub"]`, "override_path = true") ||
-		!wantIn("ghcr.io", "first-PASSWORD", `server = "https://ghcr.io"`, `[host."https://`+host1+`/v2/cache/ghcr"]`) ||
-		!wantIn(host1, "first-PASSWORD") {
+	if !wantIn("docker.io", first, `server = "https://registry-1.docker.io"`, `[host."https://`+cacheHost+`/v2/docker-hub"]`, "override_path = true") ||
+		!wantIn("ghcr.io", first, `server = "https://ghcr.io"`, `[host."https://`+host1+`/v2/cache/ghcr"]`) ||
+		!wantIn(host1, first) {
 		t.Fatalf("files lack the first token; logs:\n%s", h.logs.String())
 	}
 
 	// A new token (SIGHUP with a changed identity forces a fresh fetch) reaches
-	// every file, the mirrors' included.
-	password.Store("second-PASSWORD")
+	// every file, the mirrors' included: one token the fake issued after the
+	// first is in all three.
 	h.extra += "identity:\n  audience: other\n"
 	h.writeConfig("[" + host1 + "]")
 	h.reload <- struct{}{}
+	second := ""
+	everywhere := func() bool {
+		for _, tok := range f.ECRTokens() {
+			if tok.Password != first && wantIn("docker.io", tok.Password) && wantIn("ghcr.io", tok.Password) && wantIn(host1, tok.Password) {
+				second = tok.Password
+				return true
+			}
+		}
+		return false
+	}
 	deadline := time.Now().Add(10 * time.Second)
-	for !wantIn("docker.io", "second-PASSWORD") || !wantIn("ghcr.io", "second-PASSWORD") || !wantIn(host1, "second-PASSWORD") {
+	for !everywhere() {
 		if time.Now().After(deadline) {
-			t.Fatalf("the new token did not reach every file; logs:\n%s", h.logs.String())
+			t.Fatalf("no new token reached every file (%d issued); logs:\n%s", len(f.ECRTokens()), h.logs.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -455,32 +479,10 @@ func TestMirrorsWrittenRotatedAndRemoved(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if !wantIn("ghcr.io", "second-PASSWORD") {
+	if !wantIn("ghcr.io", second) {
 		t.Errorf("the remaining mirror lost its file")
 	}
 	raw, _ := json.Marshal(h.status())
-	for _, pw := range []string{"first-PASSWORD", "second-PASSWORD"} {
-		if strings.Contains(string(raw)+h.logs.String(), pw) || strings.Contains(string(raw)+h.logs.String(), base64.StdEncoding.EncodeToString([]byte("AWS:"+pw))) {
-			t.Fatalf("secret leaked into status or logs")
-		}
-	}
+	noSecretIn(t, f, "status or logs", string(raw), h.logs.String())
 	h.stop()
-}
-
-// rotatingECR answers GetAuthorizationToken with the password stored in pw.
-func rotatingECR(t testing.TB, pw *atomic.Value) (*httptest.Server, *atomic.Int64) {
-	var n atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !strings.HasSuffix(r.Header.Get("X-Amz-Target"), ".GetAuthorizationToken") {
-			http.Error(w, "unexpected", 400)
-			return
-		}
-		n.Add(1)
-		tok := base64.StdEncoding.EncodeToString([]byte("AWS:" + pw.Load().(string)))
-		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
-		fmt.Fprintf(w, `{"authorizationData":[{"authorizationToken":%q,"expiresAt":%d,"proxyEndpoint":"https://x"}]}`,
-			tok, time.Now().Add(12*time.Hour).Unix())
-	}))
-	t.Cleanup(srv.Close)
-	return srv, &n
 }

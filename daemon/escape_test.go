@@ -42,13 +42,12 @@ func tree(t *testing.T, root string) []string {
 // any AWS call and before any file is created, through GET (client-escaped and raw
 // query) and POST (node and workload role).
 func TestLearnRefusesEscapingHosts(t *testing.T) {
-	const password = "ecr-PASSWORD-escape-test"
-	h, calls := startLearning(t, password)
+	h, f := startLearning(t)
 	h.waitStatus("ready with the configured file", func(st api.Status) bool {
 		return st.Ready && len(st.Registries) == 1 && st.Registries[0].FileState == fileWritten
 	})
 	before := tree(t, h.dir)
-	callsBefore := calls.Load()
+	callsBefore := ecrCalls(f)
 	c := api.NewClient(h.sock)
 	ctx := context.Background()
 
@@ -130,7 +129,7 @@ func TestLearnRefusesEscapingHosts(t *testing.T) {
 		t.Errorf("configured host with a traversal path: %+v, %v; want %s's credentials", got, err, host1)
 	}
 
-	if n := calls.Load() - callsBefore; n != 0 {
+	if n := ecrCalls(f) - callsBefore; n != 0 {
 		t.Errorf("%d ECR calls for refused names, want none", n)
 	}
 	if st := h.status(); len(st.Registries) != 1 || st.Registries[0].Host != host1 {

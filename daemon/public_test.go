@@ -15,18 +15,11 @@ import (
 	"github.com/ecr-node-auth/ecr-node-auth/tests/fakeaws"
 )
 
-// publicFake is a fake AWS that knows offlineAWS's key pair, with the ECR
-// Public endpoint set and the node in ap-northeast-1.
-func publicFake(t *testing.T) *fakeaws.Fake {
-	t.Helper()
-	f, err := fakeaws.New(fakeaws.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(f.Close)
-	f.AddStaticCredentials("AKIDTEST", "secretkeytest", "", time.Time{})
-	t.Setenv("AWS_ENDPOINT_URL_ECR_PUBLIC", f.ECRPublicURL())
-	t.Setenv("AWS_REGION", "ap-northeast-1")
+// publicFake is useFakeAWS with the node in ap-northeast-1.
+func publicFake(h *harness) *fakeaws.Fake {
+	h.t.Helper()
+	f := h.useFakeAWS()
+	h.t.Setenv("AWS_REGION", "ap-northeast-1")
 	return f
 }
 
@@ -41,7 +34,7 @@ func publicEntry(st api.Status) (api.Registry, bool) {
 
 func TestPublicECRServed(t *testing.T) {
 	h := newHarness(t, "[]")
-	f := publicFake(t)
+	f := publicFake(h)
 	h.extra = "publicECR: true\n"
 	h.writeConfig("[]")
 	f.SetECRTokenLifetime(4 * time.Second)
@@ -127,8 +120,7 @@ func TestPublicECRFailing(t *testing.T) {
 	for _, managed := range []bool{true, false} {
 		t.Run(map[bool]string{true: "stale managed file", false: "unmanaged file"}[managed], func(t *testing.T) {
 			h := newHarness(t, "["+host1+"]")
-			f := publicFake(t)
-			t.Setenv("AWS_ENDPOINT_URL_ECR", f.ECRURL())
+			f := publicFake(h)
 			f.InjectErrorAlways(fakeaws.ActionPublicGetAuthorizationToken, fakeaws.APIError{Code: "AccessDeniedException", Message: "denied"})
 			h.extra = "publicECR: true\n"
 			h.writeConfig("[" + host1 + "]")

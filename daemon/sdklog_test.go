@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -44,20 +43,27 @@ func captureStderr(t *testing.T, fn func()) string {
 // The SDK's own lines (the IMDS fallback warning) reach the daemon's JSON
 // log as JSON lines of the "sdk" logger, never as raw text on stderr.
 func TestAWSIdentitySDKLogsAreJSON(t *testing.T) {
-	// Not a fake AWS: a plain HTTP server that is not IMDS (as a proxy or a
-	// wrong endpoint setting gives), answering 404 like any web server.
-	notIMDS := httptest.NewServer(http.NotFoundHandler())
-	defer notIMDS.Close()
+	f, err := fakeaws.New(fakeaws.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// An instance without a role, its IMDS with or without IMDSv2.
+	v1Only := fakeaws.StartIMDS(t, f, fakeaws.IMDSOptions{TokenStatus: http.StatusNotFound})
+	v2 := fakeaws.StartIMDS(t, f, fakeaws.IMDSOptions{})
 	tests := []struct {
 		name     string
 		imds     string
 		wantWarn bool // the SDK warns "falling back to IMDSv1"
+		asked    *fakeaws.IMDS
 	}{
 		// Nothing listens: the SDK gives up on IMDS without a warning.
-		{"closed port", "http://127.0.0.1:1", false},
-		// Something answers the IMDSv2 token request with 404: the SDK
-		// warns that it falls back to IMDSv1.
-		{"not IMDS", notIMDS.URL, true},
+		{"closed port", "http://127.0.0.1:1", false, nil},
+		// The IMDSv2 token request is answered 404: the SDK warns that
+		// it falls back to IMDSv1.
+		{"IMDSv1 only", v1Only.URL(), true, v1Only},
+		// IMDSv2 answers: no fallback, no warning, still no credentials.
+		{"IMDSv2", v2.URL(), false, v2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -98,6 +104,21 @@ func TestAWSIdentitySDKLogsAreJSON(t *testing.T) {
 			if warned != tt.wantWarn {
 				t.Errorf("sdk IMDS warning logged = %v, want %v; log:\n%s", warned, tt.wantWarn, buf.String())
 			}
+			// The SDK did ask this IMDS for the instance's role (and got none).
+			if tt.asked != nil && !askedForRole(tt.asked) {
+				t.Errorf("the SDK never asked IMDS for a role: %+v", tt.asked.Requests())
+			}
 		})
 	}
+}
+
+// askedForRole reports whether m was asked for the instance's role
+// credentials list and answered 404 (no role attached).
+func askedForRole(m *fakeaws.IMDS) bool {
+	for _, r := range m.Requests() {
+		if r.Method == http.MethodGet && r.Path == "/latest/meta-data/iam/security-credentials/" && r.Status == http.StatusNotFound {
+			return true
+		}
+	}
+	return false
 }

@@ -2,19 +2,17 @@ package daemon
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ecr-node-auth/ecr-node-auth/daemon/api"
+	"github.com/ecr-node-auth/ecr-node-auth/tests/fakeaws"
 )
 
 const (
@@ -22,25 +20,20 @@ const (
 	host2 = "444455556666.dkr.ecr.eu-west-1.amazonaws.com"
 )
 
-// countingECR is fakeECR that counts GetAuthorizationToken calls.
-func countingECR(t testing.TB, password string) (*httptest.Server, *atomic.Int64) {
-	var pw atomic.Value
-	pw.Store(password)
-	return rotatingECR(t, &pw)
-}
-
-// startLearning starts a daemon for host1 with learnRegistries on, its ECR
-// answering password; calls counts GetAuthorizationToken.
-func startLearning(t *testing.T, password string) (h *harness, calls *atomic.Int64) {
+// startLearning starts a daemon for host1 with learnRegistries on, its AWS
+// the fake f.
+func startLearning(t *testing.T) (h *harness, f *fakeaws.Fake) {
 	t.Helper()
 	h = newHarness(t, "["+host1+"]")
 	h.extra = "learnRegistries: true\n"
 	h.writeConfig("[" + host1 + "]")
-	srv, calls := countingECR(t, password)
-	t.Setenv("AWS_ENDPOINT_URL_ECR", srv.URL)
+	f = h.useFakeAWS()
 	h.start()
-	return h, calls
+	return h, f
 }
+
+// ecrCalls counts the GetAuthorizationToken requests f received.
+func ecrCalls(f *fakeaws.Fake) int { return f.Calls(fakeaws.ActionGetAuthorizationToken) }
 
 func httpGet(t *testing.T, url string) (int, string) {
 	t.Helper()
@@ -54,8 +47,7 @@ func httpGet(t *testing.T, url string) (int, string) {
 }
 
 func TestSocketCredentialsAndMetrics(t *testing.T) {
-	const password = "ecr-PASSWORD-socket-test"
-	h, calls := startLearning(t, password)
+	h, f := startLearning(t)
 	st := h.waitStatus("ready", func(st api.Status) bool { return st.Ready && len(st.Registries) == 1 })
 	if st.MetricsAddress == "" {
 		t.Fatalf("no metrics address in status: %+v", st)
@@ -84,6 +76,20 @@ func TestSocketCredentialsAndMetrics(t *testing.T) {
 		{"malformed ECR", "1234.dkr.ecr.us-east-1.amazonaws.com/app", "", "", "must be 12 digits", api.CodeBadRequest, 400},
 		{"bad port", host1 + ":5000/app", "", "", "port 5000", api.CodeBadRequest, 400},
 	}
+	// issued is the password of the one token the fake issued in region.
+	issued := func(t *testing.T, region string) string {
+		t.Helper()
+		var pws []string
+		for _, tok := range f.ECRTokens() {
+			if tok.Region == region {
+				pws = append(pws, tok.Password)
+			}
+		}
+		if len(pws) != 1 {
+			t.Fatalf("%d ECR tokens issued in %s, want 1", len(pws), region)
+		}
+		return pws[0]
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := c.Credentials(ctx, tt.image)
@@ -91,9 +97,10 @@ func TestSocketCredentialsAndMetrics(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Credentials: %v", err)
 				}
-				if got.Registry != tt.wantReg || got.Source != tt.wantSource || got.Username != "AWS" || got.Password != password ||
+				region := strings.Split(tt.wantReg, ".")[3] // <account>.dkr.ecr.<region>.amazonaws.com
+				if got.Registry != tt.wantReg || got.Source != tt.wantSource || got.Username != "AWS" || got.Password != issued(t, region) ||
 					time.Until(got.ExpiresAt) < 11*time.Hour || got.FetchedAt.IsZero() {
-					t.Errorf("got %v", got)
+					t.Errorf("got %v, want the token issued in %s", got, region)
 				}
 				return
 			}
@@ -112,7 +119,7 @@ func TestSocketCredentialsAndMetrics(t *testing.T) {
 
 	// KEP-4412 request without a role annotation: the node identity.
 	w, err := c.WorkloadCredentials(ctx, api.WorkloadRequest{Image: host1 + "/app:1", ServiceAccountToken: "sa-TOKEN-xyz", ServiceAccountAnnotations: map[string]string{}})
-	if err != nil || w.Source != api.SourceConfigured || w.Password != password {
+	if err != nil || w.Source != api.SourceConfigured || w.Password != issued(t, "us-east-1") {
 		t.Errorf("POST without role: %v %v", w, err)
 	}
 	// With a role but no token: a clear 400.
@@ -127,7 +134,7 @@ func TestSocketCredentialsAndMetrics(t *testing.T) {
 	}
 
 	// Warm lookups cost no AWS call.
-	before := calls.Load()
+	before := ecrCalls(f)
 	for range 200 {
 		if _, err := c.Credentials(ctx, host1+"/app:1"); err != nil {
 			t.Fatal(err)
@@ -136,7 +143,7 @@ func TestSocketCredentialsAndMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := calls.Load() - before; n != 0 {
+	if n := ecrCalls(f) - before; n != 0 {
 		t.Errorf("%d AWS calls for 400 warm lookups", n)
 	}
 
@@ -183,17 +190,14 @@ func TestSocketCredentialsAndMetrics(t *testing.T) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
-	secrets := []string{password, base64.StdEncoding.EncodeToString([]byte("AWS:" + password)), "sa-TOKEN-xyz"}
-	for _, s := range secrets {
-		if strings.Contains(body, s) {
-			t.Fatalf("/metrics holds a secret")
-		}
+	noSecretIn(t, f, "/metrics", body)
+	if strings.Contains(body, "sa-TOKEN-xyz") {
+		t.Fatalf("/metrics holds the service account token")
 	}
 	h.stop()
-	for _, s := range secrets {
-		if strings.Contains(h.logs.String(), s) {
-			t.Fatalf("logs hold a secret")
-		}
+	noSecretIn(t, f, "the logs", h.logs.String())
+	if strings.Contains(h.logs.String(), "sa-TOKEN-xyz") {
+		t.Fatalf("logs hold the service account token")
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -19,14 +18,20 @@ import (
 // A direct fetch on the default chain sends the SDK's IMDS warning to
 // Request.Log (nil: dropped), never raw to the process's stderr.
 func TestFetchSDKLogsGoToLog(t *testing.T) {
-	// Not a fake AWS: a plain HTTP server that is not IMDS, answering 404.
-	notIMDS := httptest.NewServer(http.NotFoundHandler())
-	defer notIMDS.Close()
+	f, err := fakeaws.New(fakeaws.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
 	for _, withLog := range []bool{true, false} {
 		t.Run(map[bool]string{true: "log", false: "nil log"}[withLog], func(t *testing.T) {
 			fakeaws.ClearAWSEnv(t)
-			t.Setenv("AWS_EC2_METADATA_DISABLED", "false")
-			t.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", notIMDS.URL)
+			// An instance without a role whose IMDS has no IMDSv2 (the token
+			// request is 404): the SDK warns that it falls back to IMDSv1.
+			m := fakeaws.StartIMDS(t, f, fakeaws.IMDSOptions{TokenStatus: http.StatusNotFound})
+			for k, v := range m.Env() {
+				t.Setenv(k, v)
+			}
 			core, logs := observer.New(zapcore.DebugLevel)
 			req := Request{Host: mustHost(t, "111122223333.dkr.ecr.eu-west-1.amazonaws.com")}
 			if withLog {
@@ -56,6 +61,11 @@ func TestFetchSDKLogsGoToLog(t *testing.T) {
 			}
 			if want := map[bool]int{true: 1, false: 0}[withLog]; warned < want || !withLog && warned != 0 {
 				t.Errorf("sdk warnings = %d, want %d; logs %v", warned, want, logs.All())
+			}
+			// The fallback happened: the token PUT refused, then the role asked for without a token.
+			if reqs := m.Requests(); len(reqs) < 2 || reqs[0].Method != http.MethodPut || reqs[0].Status != http.StatusNotFound ||
+				reqs[1].Path != "/latest/meta-data/iam/security-credentials/" || reqs[1].Token {
+				t.Errorf("IMDS requests %+v", reqs)
 			}
 		})
 	}
