@@ -136,10 +136,6 @@ func Parse(s string) (Host, error) {
 			return Host{}, errorf(s, "contains a backslash at byte %d", i)
 		}
 	}
-	if strings.Contains(s, "..") {
-		return Host{}, errorf(s, `contains ".." (empty DNS label or path traversal)`)
-	}
-
 	rest := strings.ToLower(s)
 	if scheme, after, ok := strings.Cut(rest, "://"); ok {
 		if scheme != "https" && scheme != "http" {
@@ -148,8 +144,17 @@ func Parse(s string) (Host, error) {
 		rest = after
 	}
 	hostport, path, hasPath := strings.Cut(rest, "/")
+	if strings.Contains(hostport, "..") {
+		return Host{}, errorf(s, `contains ".." in the host (an empty DNS label)`)
+	}
 	if hasPath && (strings.HasPrefix(path, "/") || strings.Contains(path, "//")) {
 		return Host{}, errorf(s, "empty path component after the host")
+	}
+	// A tag may hold ".." (1..2); a whole "." or ".." component is a path trick.
+	for _, c := range strings.Split(path, "/") {
+		if hasPath && (c == "." || c == "..") {
+			return Host{}, errorf(s, "contains %q as a path component after the host (path traversal)", c)
+		}
 	}
 	if hostport == "" {
 		return Host{}, errorf(s, "no registry host (%s)", expected)

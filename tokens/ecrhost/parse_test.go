@@ -24,6 +24,7 @@ func TestParse(t *testing.T) {
 	}{
 		// Every partition and host form.
 		{"aws", acct + ".dkr.ecr.us-east-1.amazonaws.com", use1},
+		{"tag with two dots", acct + ".dkr.ecr.us-east-1.amazonaws.com/app:1..2", use1}, // found by FuzzImageReference
 		{"aws new region", acct + ".dkr.ecr.ap-southeast-7.amazonaws.com", priv(acct+".dkr.ecr.ap-southeast-7.amazonaws.com", "ap-southeast-7", "aws", false, false)},
 		{"aws fips", acct + ".dkr.ecr-fips.us-east-2.amazonaws.com", priv(acct+".dkr.ecr-fips.us-east-2.amazonaws.com", "us-east-2", "aws", true, false)},
 		{"aws dual-stack", acct + ".dkr-ecr.eu-west-1.on.aws", priv(acct+".dkr-ecr.eu-west-1.on.aws", "eu-west-1", "aws", false, true)},
