@@ -51,7 +51,7 @@ fleet:
 # minimising a new input is capped so a short run is not spent on it.
 FUZZTIME ?= 5s
 FUZZ_TARGETS := ./tokens/ecrhost:FuzzParse ./tokens/ecrhost:FuzzImageReference ./daemon/config:FuzzParseConfig \
-	./daemon/kubeletplugin:FuzzHandle ./daemon/dockerhelper:FuzzHelper ./daemon/api:FuzzHandler
+	./daemon/kubeletplugin:FuzzHandle ./daemon/dockerhelper:FuzzHelper ./daemon/api:FuzzHandler ./cri:FuzzWriterHost
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
 	  echo "== $$fn ($$pkg, $(FUZZTIME))"; \
