@@ -196,6 +196,33 @@ func (l *lockedBuffer) tail(n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
+// tokenDir is a ..data token dir under w.dir holding the first token.
+func (w *world) tokenDir(b testing.TB) *harness.TokenDir {
+	b.Helper()
+	tok, _ := w.token(0)
+	td, err := harness.NewTokenDir(filepath.Join(w.dir, "token"), tok)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return td
+}
+
+// startServing starts the daemon for a whole benchmark and stops it (an unclean
+// stop fails the benchmark) at cleanup.
+func startServing(b testing.TB, w *world, cfgPath string) *proc {
+	b.Helper()
+	p, err := start(w, cfgPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if err := p.stop(); err != nil {
+			b.Error(err)
+		}
+	})
+	return p
+}
+
 // start starts `ecr-node-auth run`; its log lines are scanned as they come.
 func start(w *world, cfgPath string) (*proc, error) {
 	cmd := exec.Command(daemonBin, "run", "--config", cfgPath)
@@ -332,11 +359,7 @@ func reportDurations(b *testing.B, ds []time.Duration, unit string) {
 // outside the timed section.
 func BenchmarkStartToFirstHostsToml(b *testing.B) {
 	w := newWorld(b)
-	tok, _ := w.token(0)
-	td, err := harness.NewTokenDir(filepath.Join(w.dir, "token"), tok)
-	if err != nil {
-		b.Fatal(err)
-	}
+	td := w.tokenDir(b)
 	var ds []time.Duration
 	i := 0
 	for b.Loop() {
@@ -386,24 +409,12 @@ func BenchmarkStartToFirstHostsToml(b *testing.B) {
 // its log, which `make bench` shows under the table.
 func BenchmarkRotationPickup(b *testing.B) {
 	w := newWorld(b)
-	tok, _ := w.token(0)
-	td, err := harness.NewTokenDir(filepath.Join(w.dir, "token"), tok)
-	if err != nil {
-		b.Fatal(err)
-	}
+	td := w.tokenDir(b)
 	cfg, certs, sock, err := w.config(filepath.Join(w.dir, "rotation"), td.Path())
 	if err != nil {
 		b.Fatal(err)
 	}
-	p, err := start(w, cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		if err := p.stop(); err != nil {
-			b.Error(err)
-		}
-	})
+	p := startServing(b, w, cfg)
 	if err := w.waitHostsToml(p, harness.HostsPath(certs, w.ecrHost)); err != nil {
 		b.Fatal(err)
 	}

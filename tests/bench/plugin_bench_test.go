@@ -36,24 +36,12 @@ import (
 func BenchmarkPluginExec(b *testing.B) {
 	hello := helloBinary(b)
 	w := newWorld(b)
-	tok, _ := w.token(0)
-	td, err := harness.NewTokenDir(filepath.Join(w.dir, "token"), tok)
-	if err != nil {
-		b.Fatal(err)
-	}
+	td := w.tokenDir(b)
 	cfg, certs, sock, err := w.config(filepath.Join(w.dir, "plugin"), td.Path())
 	if err != nil {
 		b.Fatal(err)
 	}
-	p, err := start(w, cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		if err := p.stop(); err != nil {
-			b.Error(err)
-		}
-	})
+	p := startServing(b, w, cfg)
 	if err := w.waitHostsToml(p, harness.HostsPath(certs, w.ecrHost)); err != nil {
 		b.Fatal(err)
 	}

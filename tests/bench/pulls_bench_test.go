@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/ecr-node-auth/ecr-node-auth/daemon/api"
-	"github.com/ecr-node-auth/ecr-node-auth/tests/e2e/harness"
 	"github.com/ecr-node-auth/ecr-node-auth/tests/fakeaws"
 )
 
@@ -107,11 +106,7 @@ func (w *world) pullBatch(c *api.Client, hosts []string, kinds []pull, n, worker
 //     (informational): all AWS calls in the batch.
 func BenchmarkPulls(b *testing.B) {
 	w := newWorldWith(b, fakeaws.Options{AllowedRoleARNs: []string{teamRole}})
-	tok, _ := w.token(0)
-	td, err := harness.NewTokenDir(filepath.Join(w.dir, "token"), tok)
-	if err != nil {
-		b.Fatal(err)
-	}
+	td := w.tokenDir(b)
 	acct := w.fake.AccountID()
 
 	b.Run("warm", func(b *testing.B) {
@@ -120,15 +115,7 @@ func BenchmarkPulls(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		p, err := start(w, cfg)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() {
-			if err := p.stop(); err != nil {
-				b.Error(err)
-			}
-		})
+		p := startServing(b, w, cfg)
 		c := api.NewClient(sock)
 		if err := waitReady(p, c, len(hosts)); err != nil {
 			b.Fatal(err)

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/ecr-node-auth/ecr-node-auth/daemon/api"
-	"github.com/ecr-node-auth/ecr-node-auth/tests/e2e/harness"
 	"github.com/ecr-node-auth/ecr-node-auth/tests/fakeaws"
 )
 
@@ -63,11 +62,7 @@ var soakRegions = []string{"us-east-1", "us-east-2", "us-west-1", "us-west-2", "
 func BenchmarkDaemonSteadyRSS(b *testing.B) {
 	w := newWorldWith(b, fakeaws.Options{ECRTokenLifetime: soakECRLifetime, STSCredentialLifetime: soakSTSLifetime})
 	// The token outlives the soak; the STS credentials it buys do not.
-	tok, _ := w.token(0)
-	td, err := harness.NewTokenDir(filepath.Join(w.dir, "token"), tok)
-	if err != nil {
-		b.Fatal(err)
-	}
+	td := w.tokenDir(b)
 	var hosts []string
 	for _, r := range soakRegions {
 		for _, acct := range []string{w.fake.AccountID(), otherAccount} {
