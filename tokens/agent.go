@@ -32,7 +32,7 @@ const (
 	DefaultReauthMinGap     = time.Minute
 	// DefaultRewarnEvery is how often a failure that keeps repeating unchanged
 	// is logged again at warn (in between, repeats are logged at debug).
-	DefaultRewarnEvery = refresh.DefaultRewarnEvery
+	DefaultRewarnEvery = time.Hour
 	// DefaultMaxOnDemand bounds the registries Get adds on demand.
 	DefaultMaxOnDemand = 64
 	// DefaultOnDemandIdle is how long an on-demand registry is kept (and
@@ -194,8 +194,11 @@ type service struct {
 	// removed: Get waits on it. (mu)
 	done chan struct{}
 
-	client  ECRAPI
-	repeats refresh.Repeats // log deduplication
+	client ECRAPI
+	// log deduplication
+	logKey   string
+	repeats  int
+	lastWarn time.Time
 }
 
 // NewAgent returns an agent with no registries; call SetRegistries and Run.
@@ -814,7 +817,7 @@ func (a *Agent) attempt(ctx context.Context, s *service) (next time.Time, report
 			fields = append(fields, zap.Int("failed_attempts_before", recovered))
 		}
 		a.log.Info("ECR token refreshed", fields...)
-		s.repeats.Reset()
+		s.logKey, s.repeats = "", 0
 	} else {
 		c := refresh.Classify(err)
 		s.lastErr = c
@@ -902,13 +905,16 @@ func (a *Agent) logFailure(s *service, c *refresh.Classified, now, next time.Tim
 	} else if !held {
 		level = zapcore.ErrorLevel
 	}
-	rewarn := a.rewarn
-	if best {
-		rewarn = 0 // once per distinct failure
+	if key == s.logKey {
+		s.repeats++
+		if best || now.Sub(s.lastWarn) < a.rewarn {
+			level = zapcore.DebugLevel
+		}
+	} else {
+		s.logKey, s.repeats = key, 0
 	}
-	loud, repeats := s.repeats.Failure(key, now, rewarn)
-	if !loud {
-		level = zapcore.DebugLevel
+	if level != zapcore.DebugLevel {
+		s.lastWarn = now
 	}
 	fields := append(a.svcFields(s),
 		zap.String("class", c.Class.String()),
@@ -916,7 +922,7 @@ func (a *Agent) logFailure(s *service, c *refresh.Classified, now, next time.Tim
 		zap.String("reason", c.Reason),
 		zap.String("error", c.Error()),
 		zap.Int("attempt", s.attempts),
-		zap.Int("repeats", repeats),
+		zap.Int("repeats", s.repeats),
 		zap.Time("next_retry", next),
 	)
 	if s.cred != nil {

@@ -13,7 +13,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 	"golang.org/x/sync/singleflight"
 	"k8s.io/utils/clock"
 
@@ -100,9 +99,7 @@ type Options struct {
 // expired, it returns them (the last good credentials carry the daemon
 // through an STS or token outage) and records the error for Status; it then
 // waits refresh.DefaultBackoff before calling STS again, unless the token file
-// changes (TokenChanged). With no credentials to serve (before the first
-// success) callers during the backoff get the last error. An unchanged
-// failure is logged loudly once, then at debug with a repeats count.
+// changes (TokenChanged).
 type WebIdentity struct {
 	o     Options
 	group singleflight.Group
@@ -116,9 +113,7 @@ type WebIdentity struct {
 	lastErr     *refresh.Classified
 	gen         int       // completed refreshes, successful or not
 	failures    int       // consecutive failed refreshes
-	retryAt     time.Time // no STS call before this after a failed refresh
-	servedLast  bool      // the last failure served still-valid credentials
-	repeats     refresh.Repeats
+	retryAt     time.Time // no STS call before this while cached creds are served
 	warnedAud   [sha256.Size]byte
 	warnedAudOK bool
 }
@@ -170,9 +165,9 @@ func NewWebIdentity(o Options) (*WebIdentity, error) {
 // Retrieve returns role credentials, from the cache until their refresh time.
 // Errors are *refresh.Classified and never contain the token.
 func (w *WebIdentity) Retrieve(ctx context.Context) (aws.Credentials, error) {
-	c, ok, gen, err := w.cached(w.o.Clock.Now())
+	c, ok, gen := w.cached(w.o.Clock.Now())
 	if ok {
-		return c, err
+		return c, nil
 	}
 	ch := w.group.DoChan("refresh", func() (any, error) {
 		// A caller that looked at the cache just before the previous shared
@@ -204,29 +199,19 @@ func (w *WebIdentity) Retrieve(ctx context.Context) (aws.Credentials, error) {
 	}
 }
 
-// cached returns what to answer without calling STS (ok): the credentials
-// before their refresh time, or, after a failed refresh and until the backoff
-// has passed, the credentials while they have not expired, else the last
-// error. Without the latter, every caller (each SDK attempt, each region)
-// would call STS during an outage before the first success. gen is the
-// count of completed refreshes seen.
-func (w *WebIdentity) cached(now time.Time) (c aws.Credentials, ok bool, gen int, err error) {
+// cached returns the credentials to reuse without calling STS: before their
+// refresh time, or, after a failed refresh, until the backoff has passed
+// (while they have not expired). gen is the count of completed refreshes seen.
+func (w *WebIdentity) cached(now time.Time) (c aws.Credentials, ok bool, gen int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.have && now.Before(w.refreshAt) {
-		return w.creds, true, w.gen, nil
+		return w.creds, true, w.gen
 	}
-	if w.lastErr != nil && now.Before(w.retryAt) {
-		if w.have && now.Before(w.creds.Expires) {
-			return w.creds, true, w.gen, nil
-		}
-		// Credentials that expired during the backoff are replaced at once;
-		// only a failure that left no credentials holds callers off STS.
-		if !w.servedLast {
-			return aws.Credentials{}, true, w.gen, w.lastErr
-		}
+	if w.have && w.lastErr != nil && now.Before(w.retryAt) && now.Before(w.creds.Expires) {
+		return w.creds, true, w.gen
 	}
-	return aws.Credentials{}, false, w.gen, nil
+	return aws.Credentials{}, false, w.gen
 }
 
 // refresh reads the token, calls STS and updates the cache. On failure it
@@ -280,7 +265,6 @@ func (w *WebIdentity) refresh(ctx context.Context) (aws.Credentials, error) {
 	recovered := w.lastErr != nil
 	w.creds, w.have, w.fetched, w.refreshAt = creds, true, fetched, at
 	w.lastErr, w.failures, w.retryAt = nil, 0, time.Time{}
-	w.repeats.Reset()
 	w.gen++
 	w.mu.Unlock()
 
@@ -303,30 +287,17 @@ func (w *WebIdentity) fail(now time.Time, c *refresh.Classified) (aws.Credential
 	w.failures++
 	w.retryAt = now.Add(delay)
 	valid := w.have && now.Before(w.creds.Expires)
-	w.servedLast = valid
 	creds := w.creds
-	// Same de-duplication as the ECR agent: an unchanged failure is logged
-	// loudly once (and hourly), its repeats at debug with a count.
-	loud, repeats := w.repeats.Failure(fmt.Sprintf("%d|%s|%s|%t", c.Class, c.Code, c.Reason, valid), now, refresh.DefaultRewarnEvery)
 	w.mu.Unlock()
 
 	fields := []zap.Field{zap.String("role_arn", w.o.RoleARN), zap.String("class", c.Class.String()),
-		zap.String("code", c.Code), zap.String("reason", c.Reason), zap.Error(c),
-		zap.Int("repeats", repeats), zap.Time("retry_at", now.Add(delay))}
+		zap.String("code", c.Code), zap.String("reason", c.Reason), zap.Error(c)}
 	if valid {
-		level := zapcore.WarnLevel
-		if !loud {
-			level = zapcore.DebugLevel
-		}
-		w.o.Log.Log(level, "web identity refresh failed; serving the last good credentials until they expire",
-			append(fields, zap.Time("expires_at", creds.Expires))...)
+		w.o.Log.Warn("web identity refresh failed; serving the last good credentials until they expire",
+			append(fields, zap.Time("expires_at", creds.Expires), zap.Time("retry_at", now.Add(delay)))...)
 		return creds, nil
 	}
-	level := zapcore.ErrorLevel
-	if !loud {
-		level = zapcore.DebugLevel
-	}
-	w.o.Log.Log(level, "web identity refresh failed", fields...)
+	w.o.Log.Error("web identity refresh failed", fields...)
 	return aws.Credentials{}, c
 }
 
